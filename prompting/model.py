@@ -1,0 +1,99 @@
+"""Getting a FLAN-T5 model and its tokenizer: the real weights, or the real architecture with random weights.
+
+Two paths, side by side:
+
+* `load_pretrained(name_or_folder)`: what a user runs. `from_pretrained` on a hub id such as
+  `google/flan-t5-base` or on a local folder that holds `config.json`, the tokenizer files and the weights.
+* `build_random_init(config_folder)`: what tests and benchmarks run where no weights can be downloaded. The
+  architecture comes from the folder's `config.json`; every weight is random.
+
+The trap this file exists for (see ../shared/FACTS.md, "FLAN-T5 in transformers 5.x"): FLAN-T5 has an `lm_head`
+of its own, *not* tied to the input embedding `shared`, but transformers 5.x's `T5Config` forces
+`tie_word_embeddings=True`. A model built from the config alone therefore ties the head to `shared` and has
+60,511,616 parameters (flan-t5-small) instead of 76,961,152. We keep the embedding ties that T5 really has
+(`shared` == `encoder.embed_tokens` == `decoder.embed_tokens`) and give the model a separate, independently
+initialised `lm_head`. Independent matters: a head that is a clone of `shared` has equal values, and
+`from_pretrained` re-ties equal tensors on reload.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+# The hub id the seeds use; a user's machine downloads it, this project's machines cannot.
+DEFAULT_MODEL = "google/flan-t5-base"
+
+TOKENIZER_FILES = ("tokenizer.json", "spiece.model")  # either one is enough for AutoTokenizer
+
+
+def check_model_folder(folder: str | os.PathLike, need_weights: bool) -> Path:
+    """Raise a FileNotFoundError that names what is missing, before transformers raises a longer one."""
+    path = Path(folder)
+    if not path.is_dir():
+        raise FileNotFoundError(f"model folder {path} does not exist; pass a folder with config.json and tokenizer files")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"model folder {path} has no config.json")
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise FileNotFoundError(f"model folder {path} has no tokenizer files (expected one of {', '.join(TOKENIZER_FILES)})")
+    if need_weights and not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+        raise FileNotFoundError(
+            f"model folder {path} has no weights (*.safetensors or *.bin); use --random-init for the architecture alone"
+        )
+    return path
+
+
+def load_tokenizer(name_or_folder: str | os.PathLike):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(name_or_folder))
+
+
+def load_pretrained(name_or_folder: str | os.PathLike, dtype: torch.dtype = torch.float32):
+    """The real path: pretrained FLAN-T5 from the hub or a local folder."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    if Path(name_or_folder).exists():
+        check_model_folder(name_or_folder, need_weights=True)
+    return AutoModelForSeq2SeqLM.from_pretrained(str(name_or_folder), dtype=dtype)
+
+
+def build_random_init(config_folder: str | os.PathLike, seed: int = 0, dtype: torch.dtype = torch.float32):
+    """FLAN-T5's architecture from `config_folder/config.json`, random weights, an untied `lm_head`.
+
+    flan-t5-small gives 76,961,152 parameters; flan-t5-base 247,577,856 (FACTS.md).
+    """
+    from transformers import T5Config
+
+    folder = Path(config_folder)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"model folder {folder} has no config.json")
+    config = T5Config.from_pretrained(str(folder))
+    wants_untied_head = json.loads((folder / "config.json").read_text()).get("tie_word_embeddings") is False
+    return build_from_config(config, seed=seed, dtype=dtype, untied_head=wants_untied_head)
+
+
+def build_from_config(config, seed: int = 0, dtype: torch.dtype = torch.float32, untied_head: bool = True):
+    """A `T5ForConditionalGeneration` with random weights from a `T5Config` (also used for tiny test models)."""
+    from transformers import T5ForConditionalGeneration
+
+    torch.manual_seed(seed)
+    model = T5ForConditionalGeneration(config)
+    if untied_head:
+        # A head of its own. transformers initialises an untied T5 head with std 1.0, which with random weights
+        # gives logits of std ~sqrt(d_model) and a first loss far above ln(vocab); std d_model**-0.5 starts the
+        # loss near ln(32128) = 10.4, as a freshly initialised language model should.
+        head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        with torch.no_grad():
+            head.weight.normal_(mean=0.0, std=config.d_model**-0.5)
+        model.lm_head = head
+    return model.to(dtype)
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total), counting each shared tensor once, as `model.parameters()` does."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)

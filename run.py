@@ -1,0 +1,111 @@
+"""One command for the whole study: prompting, full fine-tuning, LoRA fine-tuning, evaluation, comparison.
+
+    python run.py --mode zero-shot|one-shot|few-shot   # summaries from the unchanged model
+    python run.py --mode full|lora                     # fine-tune, validate, then evaluate on --split
+    python run.py --mode compare                       # the whole study, or --runs DIR... for runs already made
+
+This file only reads the command line and hands it to the module that does the work. Library code raises
+ValueError / FileNotFoundError with a message that names the problem; this is the one place that turns such an
+error into a single line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+PROMPT_MODES = ("zero-shot", "one-shot", "few-shot")
+TRAIN_MODES = ("full", "lora")
+MODES = PROMPT_MODES + TRAIN_MODES + ("compare",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run.py",
+        description="FLAN-T5 dialogue summarisation on DialogSum: prompting, full and LoRA fine-tuning, ROUGE.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--mode", required=True, choices=MODES, help="what to run")
+
+    g = p.add_argument_group("model and data")
+    g.add_argument("--model", default="google/flan-t5-base",
+                   help="hub id or local folder with config.json, tokenizer files (and weights unless --random-init)")
+    g.add_argument("--random-init", action="store_true",
+                   help="the architecture from the model folder's config with random weights: for smoke runs and "
+                        "benchmarks; the summaries are meaningless")
+    g.add_argument("--data", default="knkarthick/dialogsum",
+                   help="hub id, or a local folder (official dialogsum.*.jsonl, or train/validation/test .jsonl/.csv)")
+    g.add_argument("--split", default="test", choices=("train", "validation", "test"), help="split to evaluate on")
+    g.add_argument("--max-train-samples", type=int, default=None, help="train on the first N of a fixed shuffle")
+    g.add_argument("--max-eval-samples", type=int, default=None, help="evaluate on the first N dialogues")
+    g.add_argument("--max-input-tokens", type=int, default=512, help="prompt/input token budget")
+    g.add_argument("--max-target-tokens", type=int, default=128, help="summary token budget when training")
+    g.add_argument("--seed", type=int, default=42, help="fixes shots, data order, initialisation")
+
+    g = p.add_argument_group("generation and evaluation")
+    g.add_argument("--shots", type=int, default=None, help="examples in the prompt (one-shot: 1, few-shot: 3)")
+    g.add_argument("--batch-size", type=int, default=8, help="examples per batch (training and generation)")
+    g.add_argument("--max-new-tokens", type=int, default=200, help="greedy decoding length limit")
+    g.add_argument("--stemmer", action=argparse.BooleanOptionalAction, default=True,
+                   help="Porter stemming inside ROUGE (the course uses it)")
+    g.add_argument("--runs", nargs="+", default=None, metavar="DIR", help="compare: run folders already made")
+
+    g = p.add_argument_group("where and how")
+    g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    g.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="auto: bf16 autocast where supported (CUDA with bf16, CPU), else fp32")
+    g.add_argument("--output-dir", default=None, help="where results go (default: runs/<mode>)")
+    g.add_argument("--overwrite", action="store_true", help="allow writing into a run folder that has results")
+
+    g = p.add_argument_group("training (full and lora)")
+    g.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default: lora 1e-3; full 1e-4 for small models, 1e-5 for base and up)")
+    g.add_argument("--epochs", type=float, default=1.0)
+    g.add_argument("--max-steps", type=int, default=None, help="stop after N optimiser steps (overrides --epochs)")
+    g.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimiser step")
+    g.add_argument("--warmup-steps", type=int, default=0)
+    g.add_argument("--lr-schedule", default="linear", choices=("linear", "cosine"))
+    g.add_argument("--weight-decay", type=float, default=0.01)
+    g.add_argument("--adam-beta1", type=float, default=0.9)
+    g.add_argument("--adam-beta2", type=float, default=0.999)
+    g.add_argument("--adam-eps", type=float, default=1e-8)
+    g.add_argument("--max-grad-norm", type=float, default=1.0, help="clip the gradient norm (0: off)")
+    g.add_argument("--eval-every", type=int, default=0, help="validation loss every N steps (0: each epoch end)")
+    g.add_argument("--max-val-samples", type=int, default=None, help="validation dialogues for the loss")
+    g.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (0: at the end only)")
+    g.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output-dir")
+
+    g = p.add_argument_group("LoRA")
+    g.add_argument("--lora-r", type=int, default=32)
+    g.add_argument("--lora-alpha", type=float, default=32)
+    g.add_argument("--lora-dropout", type=float, default=0.05)
+    g.add_argument("--lora-targets", default="q,v", help="comma-separated Linear names to adapt")
+    g.add_argument("--rslora", action="store_true", help="scale by alpha/sqrt(r) instead of alpha/r")
+    g.add_argument("--merge", action="store_true", help="also save the model with the adapter merged in")
+    return p
+
+
+def dispatch(args: argparse.Namespace) -> None:
+    if args.mode in PROMPT_MODES:
+        from prompting.run_prompting import run
+    elif args.mode in TRAIN_MODES:
+        from train_loop.run_training import run
+    else:
+        from eval.compare import run
+    run(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        dispatch(args)
+    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
+        print(f"run.py: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("run.py: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
