@@ -97,3 +97,14 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, total), counting each shared tensor once, as `model.parameters()` does."""
     params = list(model.parameters())
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """`auto` picks CUDA when present, else CPU; asking for CUDA on a machine without it is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA GPU is visible on this machine; use --device cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name!r}: expected auto, cpu or cuda")
+    return torch.device(name)
