@@ -12,6 +12,8 @@ import json
 import os
 from pathlib import Path
 
+from eval.evaluate import LSUM_SENTENCE_NOTE, score_corpus
+
 RESULT_FILES = ("metrics.json", "predictions.csv")
 
 
@@ -55,11 +57,14 @@ def write_side_by_side(path: Path, examples, prompts, predictions, title: str, c
 
 
 def finish_run(output_dir: Path, examples, prompts, predictions, info: dict, use_stemmer: bool = True) -> dict:
-    """Score the predictions and write predictions.csv, side_by_side.md and metrics.json; return the metrics."""
-    metrics = dict(info)
-    metrics["examples"] = len(examples)
-    per_example = None
-    # ROUGE joins here (eval/evaluate.py) once it exists.
+    """Score the predictions and write predictions.csv, side_by_side.md and metrics.json; return the metrics.
+
+    metrics.json holds `info` (model, mode, parameters, time, memory, size: what the run knows), the number of
+    examples, the corpus ROUGE F-measures as fractions, whether the stemmer was on, and how Lsum found sentences.
+    """
+    corpus, per_example = score_corpus(examples, predictions, use_stemmer=use_stemmer)
+    metrics = {**info, "examples": len(examples), **corpus, "use_stemmer": use_stemmer,
+               "rougeLsum_sentences": LSUM_SENTENCE_NOTE}
     write_predictions_csv(output_dir / "predictions.csv", examples, predictions, per_example)
     write_side_by_side(output_dir / "side_by_side.md", examples, prompts, predictions, title=f"{info.get('mode', 'run')}: {info.get('model', '')}")
     write_json_atomic(output_dir / "metrics.json", metrics)
