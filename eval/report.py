@@ -1,0 +1,154 @@
+"""The comparison report: one table of runs, the gains over zero-shot, a few summaries side by side, a bar chart.
+
+Input: finished runs (eval/runs.py reads them). Output: `report.md` and `report.png` in one folder. ROUGE is
+shown in points (F-measure x 100), the way papers print it; metrics.json keeps fractions.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from eval.rouge import ROUGE_TYPES
+from eval.runs import Run
+
+HEADINGS = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum"}
+NOT_KNOWN = "n/a"
+
+
+def cell(value) -> str:
+    """Text for a Markdown table cell: `|` would end the cell."""
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def count(value) -> str:
+    return f"{value:,}" if isinstance(value, int) else NOT_KNOWN
+
+
+def percent_trainable(metrics: dict) -> str:
+    trainable, total = metrics.get("trainable_params"), metrics.get("total_params")
+    if not isinstance(trainable, int) or not isinstance(total, int) or total <= 0:
+        return NOT_KNOWN
+    return f"{100 * trainable / total:.3g}%"
+
+
+def duration(seconds) -> str:
+    if not isinstance(seconds, (int, float)):
+        return NOT_KNOWN
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s" if minutes else f"{seconds:.1f} s"
+
+
+def megabytes(value, scale: float = 1.0) -> str:
+    return f"{value / scale:,.1f} MB" if isinstance(value, (int, float)) else NOT_KNOWN
+
+
+def points(fraction: float) -> str:
+    return f"{100 * fraction:.2f}"
+
+
+def scores_table(runs: list[Run]) -> list[str]:
+    lines = ["| run | model | " + " | ".join(HEADINGS[t] for t in ROUGE_TYPES)
+             + " | trainable params | trainable % | training time | peak memory | artifact size |",
+             "|" + " --- |" * (2 + len(ROUGE_TYPES) + 5)]
+    for run in runs:
+        m = run.metrics
+        values = [run.name, m.get("model", NOT_KNOWN), *(points(m[t]) for t in ROUGE_TYPES),
+                  count(m.get("trainable_params")), percent_trainable(m), duration(m.get("train_seconds")),
+                  megabytes(m.get("peak_memory_mb")), megabytes(m.get("artifact_bytes"), scale=1e6)]
+        lines.append("| " + " | ".join(cell(v) for v in values) + " |")
+    return lines
+
+
+def baseline_of(runs: list[Run]) -> Run:
+    """The zero-shot run if there is one, else the first run."""
+    return next((run for run in runs if run.metrics.get("mode") == "zero-shot"), runs[0])
+
+
+def gains_table(runs: list[Run], baseline: Run) -> list[str]:
+    lines = ["| run | " + " | ".join(HEADINGS[t] for t in ROUGE_TYPES) + " |", "|" + " --- |" * (1 + len(ROUGE_TYPES))]
+    for run in runs:
+        if run is not baseline:
+            gains = [f"{100 * (run.metrics[t] - baseline.metrics[t]):+.2f}" for t in ROUGE_TYPES]
+            lines.append("| " + " | ".join([cell(run.name), *gains]) + " |")
+    return lines
+
+
+def side_by_side(runs: list[Run], how_many: int = 3) -> list[str]:
+    """The first dialogues that every run summarised: the dialogue, the human summary, each run's summary."""
+    by_id = [{row["id"]: row for row in run.rows} for run in runs]
+    shared = [row["id"] for row in runs[0].rows if all(row["id"] in rows for rows in by_id)][:how_many]
+    lines = []
+    for dialogue_id in shared:
+        first = by_id[0][dialogue_id]
+        lines += [f"### {dialogue_id}", "", "```text", first["dialogue"].strip(), "```", "",
+                  f"- **human**: {first['reference_1'].strip() or '(empty)'}"]
+        lines += [f"- **{run.name}**: {rows[dialogue_id]['prediction'].strip() or '(empty)'}"
+                  for run, rows in zip(runs, by_id)]
+        lines.append("")
+    return lines
+
+
+def consistency_notes(runs: list[Run]) -> list[str]:
+    """What makes the rows not comparable: different dialogues or a different stemmer setting."""
+    notes = []
+    ids = [[row["id"] for row in run.rows] for run in runs]
+    if any(sorted(other) != sorted(ids[0]) for other in ids[1:]):
+        notes.append("The runs were evaluated on different dialogues: their scores are not directly comparable.")
+    if len({run.metrics.get("use_stemmer") for run in runs}) > 1:
+        notes.append("The runs differ in the stemmer setting (use_stemmer): their scores are not comparable.")
+    return notes
+
+
+def draw_chart(runs: list[Run], path: Path) -> None:
+    """Grouped bars: one group per ROUGE type, one bar per run. Agg canvas: no display needed."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    width = 0.8 / len(runs)
+    for i, run in enumerate(runs):
+        xs = [k + (i - (len(runs) - 1) / 2) * width for k in range(len(ROUGE_TYPES))]
+        bars = ax.bar(xs, [100 * run.metrics[t] for t in ROUGE_TYPES], width, label=run.name)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    ax.set_xticks(range(len(ROUGE_TYPES)), [HEADINGS[t] for t in ROUGE_TYPES])
+    ax.set_ylabel("F-measure (points)")
+    ax.set_title("ROUGE on DialogSum")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def stemmer_words(runs: list[Run]) -> str:
+    settings = {run.metrics.get("use_stemmer") for run in runs}
+    return {frozenset({True}): "on", frozenset({False}): "off"}.get(frozenset(settings), "mixed (see notes)")
+
+
+def write_report(runs: list[Run], out_dir: Path, notes: list[str] = ()) -> Path:
+    """Write report.md and report.png into out_dir; return the path of report.md."""
+    if not runs:
+        raise ValueError("nothing to compare: give at least one run folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    baseline = baseline_of(runs)
+    draw_chart(runs, out_dir / "report.png")
+    examples = sorted({str(run.metrics.get("examples", len(run.rows))) for run in runs})
+    lines = ["# FLAN-T5 on DialogSum: the comparison", "",
+             f"Dialogues scored: {', '.join(examples)}. ROUGE F-measure in points (x 100), exact mean over the "
+             f"dialogues; with several human summaries, the best one per ROUGE type. Porter stemmer: "
+             f"{stemmer_words(runs)}.", ""]
+    lsum = runs[0].metrics.get("rougeLsum_sentences")
+    if lsum:
+        lines += [f"{lsum}.", ""]
+    lines += ["## Scores", "", *scores_table(runs), "", "![ROUGE of each run](report.png)", ""]
+    if len(runs) > 1:
+        lines += [f"## Gains over {baseline.name} (points)", "", *gains_table(runs, baseline), ""]
+    lines += ["## Side by side", "", *side_by_side(runs)]
+    all_notes = [*notes, *consistency_notes(runs)]
+    if baseline.metrics.get("mode") != "zero-shot" and len(runs) > 1:
+        all_notes.append(f"No zero-shot run among these: gains are over {baseline.name}.")
+    if all_notes:
+        lines += ["## Notes", "", *(f"- {note}" for note in all_notes), ""]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,145 @@
+"""`run.py --mode compare`: the report from run folders (eval/compare.py, eval/report.py, eval/runs.py).
+
+The run folders are written by eval/results.finish_run, as every mode writes them; the expected figures are read
+back from their metrics.json, never typed here.
+"""
+import csv
+import json
+import sys
+import types
+from argparse import Namespace
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from matplotlib import image
+
+import run as cli
+from eval.compare import run as compare
+from eval.results import finish_run
+from eval.rouge import ROUGE_TYPES
+
+
+@dataclass(frozen=True)
+class Example:
+    """Stand-in for prompting.dialogsum.Example (same fields)."""
+
+    id: str
+    dialogue: str
+    references: tuple
+    topic: str = ""
+
+
+EXAMPLES = [
+    Example("test_0", "#Person1#: Could you send the memo today?\n#Person2#: Yes, sir.",
+            ("Person1 asks Person2 to send the memo today.", "#Person2# will send the memo.")),
+    Example("test_1", "#Person1#: Where is the station?\n#Person2#: Two blocks north.",
+            ("Person2 tells Person1 the way to the station.", "The station is two blocks north.")),
+    Example("test_2", "#Person1#: I lost my keys.\n#Person2#: Check your bag.",
+            ("Person1 lost the keys. Person2 suggests the bag.", "Keys are lost.")),
+]
+
+
+def write_run(folder, mode, predictions, trainable, examples=EXAMPLES, **info):
+    folder.mkdir(parents=True)
+    info = {"model": "flan-t5-small", "mode": mode, "trainable_params": trainable, "total_params": 76_961_152, **info}
+    finish_run(folder, examples, ["prompt"] * len(examples), predictions, info)
+    return folder
+
+
+@pytest.fixture
+def two_runs(tmp_path):
+    zero = write_run(tmp_path / "zero-shot", "zero-shot", ["Send memo.", "Station?", ""], 0)
+    lora = write_run(tmp_path / "lora", "lora", ["Person1 asks Person2 to send a memo.", "The station is north.",
+                                                 "Person1 lost keys."], 344_064, train_seconds=4000.0,
+                     peak_memory_mb=1234.5, artifact_bytes=1_380_000)
+    return zero, lora
+
+
+def test_report_has_the_table_gains_side_by_side_and_chart(tmp_path, two_runs):
+    out = tmp_path / "report"
+    assert cli.main(["--mode", "compare", "--runs", *map(str, two_runs), "--output-dir", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    zero, lora = (json.loads((folder / "metrics.json").read_text()) for folder in two_runs)
+    assert "| run | model | ROUGE-1 | ROUGE-2 | ROUGE-L | ROUGE-Lsum | trainable params | trainable % |" in report
+    for name, m in (("zero-shot", zero), ("lora", lora)):
+        row = f"| {name} | flan-t5-small | " + " | ".join(f"{100 * m[t]:.2f}" for t in ROUGE_TYPES) + " |"
+        assert row in report
+    assert "| 344,064 | 0.447% | 1h 06m 40s | 1,234.5 MB | 1.4 MB |" in report
+    assert "## Gains over zero-shot (points)" in report
+    assert "| lora | " + " | ".join(f"{100 * (lora[t] - zero[t]):+.2f}" for t in ROUGE_TYPES) + " |" in report
+    assert all(f"### {ex.id}" in report and ex.references[0] in report for ex in EXAMPLES)
+    assert "- **lora**: Person1 asks Person2 to send a memo." in report and "- **zero-shot**: (empty)" in report
+    assert "Porter stemmer: on" in report and "split into sentences" in report
+    pixels = image.imread(out / "report.png")
+    assert pixels.ndim == 3 and pixels.shape[0] > 200 and pixels.shape[1] > 200
+    assert "## Notes" not in report  # same dialogues, same stemmer: nothing to warn about
+
+
+def compare_runs(tmp_path, *folders):
+    return compare(Namespace(runs=[str(f) for f in folders], output_dir=str(tmp_path / "report")))
+
+
+def test_report_warns_when_runs_are_not_comparable(tmp_path):
+    a = write_run(tmp_path / "a", "full", ["Send memo.", "Station.", "Keys."], 10)
+    b = write_run(tmp_path / "b", "lora", ["Send memo.", "Station."], 5, examples=EXAMPLES[:2])
+    report = compare_runs(tmp_path, a, b).read_text()
+    assert "different dialogues" in report and "No zero-shot run among these: gains are over a." in report
+
+
+def run_cli_error(capsys, *runs) -> str:
+    assert cli.main(["--mode", "compare", "--runs", *map(str, runs)]) == 2
+    return capsys.readouterr().err
+
+
+def test_a_folder_without_metrics_names_itself(tmp_path, capsys, two_runs):
+    empty = tmp_path / "not-a-run"
+    empty.mkdir()
+    err = run_cli_error(capsys, two_runs[0], empty)
+    assert f"--runs {empty}: no metrics.json" in err and err.count("\n") == 1
+    assert f"--runs {tmp_path / 'nope'}: no such folder" in run_cli_error(capsys, tmp_path / "nope")
+
+
+def test_a_predictions_file_without_a_column_names_the_column(tmp_path, capsys, two_runs):
+    path = two_runs[1] / "predictions.csv"
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    column = rows[0].index("prediction")
+    path.write_text("\n".join(",".join(f'"{v}"' for i, v in enumerate(row) if i != column) for row in rows))
+    assert f"{path}: no column 'prediction'" in run_cli_error(capsys, *two_runs)
+
+
+def test_broken_metrics_name_the_file_and_the_problem(tmp_path, capsys, two_runs):
+    metrics = two_runs[0] / "metrics.json"
+    metrics.write_text("{not json")
+    assert f"{metrics}: not valid JSON" in run_cli_error(capsys, *two_runs)
+    metrics.write_text(json.dumps({"model": "m", "rouge1": 0.2}))
+    assert f"{metrics}: no ROUGE score for rouge2, rougeL, rougeLsum" in run_cli_error(capsys, *two_runs)
+
+
+def stand_in_entry_point(calls):
+    """A stand-in for prompting.run_prompting / train_loop.run_training: records its args, writes a run."""
+    def run(args):
+        calls.append((args.mode, args.output_dir, args.shots))
+        write_run(Path(args.output_dir), args.mode, ["Send memo.", "Station.", "Keys."], 1)
+    return types.SimpleNamespace(run=run)
+
+
+def test_the_study_runs_each_mode_into_its_own_folder_then_reports(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setitem(sys.modules, "prompting.run_prompting", stand_in_entry_point(calls))
+    monkeypatch.setitem(sys.modules, "train_loop.run_training", stand_in_entry_point(calls))
+    args = cli.build_parser().parse_args(["--mode", "compare", "--output-dir", str(tmp_path), "--shots", "3"])
+    report = compare(args).read_text()
+    assert calls == [(mode, str(tmp_path / mode), None) for mode in ("zero-shot", "full", "lora")]
+    assert args.mode == "compare" and args.output_dir == str(tmp_path) and args.shots == 3  # a copy was changed
+    assert all(f"| {mode} | flan-t5-small |" in report for mode in ("zero-shot", "full", "lora"))
+
+
+def test_the_study_without_the_training_module_says_so(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setitem(sys.modules, "prompting.run_prompting", stand_in_entry_point(calls))
+    monkeypatch.setitem(sys.modules, "train_loop.run_training", None)  # import fails as if the file were absent
+    report = compare(cli.build_parser().parse_args(["--mode", "compare", "--output-dir", str(tmp_path)])).read_text()
+    assert [mode for mode, _, _ in calls] == ["zero-shot"]
+    assert "Full and LoRA fine-tuning were not run" in report
