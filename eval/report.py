@@ -33,9 +33,11 @@ def percent_trainable(metrics: dict) -> str:
 def duration(seconds) -> str:
     if not isinstance(seconds, (int, float)):
         return NOT_KNOWN
+    if seconds < 60:
+        return f"{seconds:.1f} s"
     minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s" if minutes else f"{seconds:.1f} s"
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
 
 
 def megabytes(value, scale: float = 1.0) -> str:

@@ -8,7 +8,6 @@ import json
 import sys
 import types
 from argparse import Namespace
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,16 +17,7 @@ import run as cli
 from eval.compare import run as compare
 from eval.results import finish_run
 from eval.rouge import ROUGE_TYPES
-
-
-@dataclass(frozen=True)
-class Example:
-    """Stand-in for prompting.dialogsum.Example (same fields)."""
-
-    id: str
-    dialogue: str
-    references: tuple
-    topic: str = ""
+from tests.test_evaluate import Example  # stand-in for prompting.dialogsum.Example
 
 
 EXAMPLES = [
