@@ -32,8 +32,10 @@ def _key(module_name: str, matrix: str) -> str:
     return f"{KEY_PREFIX}{module_name}.{matrix}.weight"
 
 
-def save_adapter(model: nn.Module, directory: str | os.PathLike, base_model_name_or_path: str | None) -> Path:
-    """Write `adapter_config.json` and `adapter_model.safetensors` for the LoRA layers of `model`; returns the folder."""
+def save_adapter(model: nn.Module, directory: str | os.PathLike, base_model_name_or_path: str | None = None) -> Path:
+    """Write `adapter_config.json` and `adapter_model.safetensors` for the LoRA layers of `model`.
+
+    Returns the folder. `base_model_name_or_path` (e.g. "google/flan-t5-base") tells peft which model to load."""
     layers = lora_layers(model)
     if not layers:
         raise ValueError("save_adapter: the model has no LoRA layers; call add_lora(model) first")
@@ -120,7 +122,7 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike) -> list[str]:
                 raise ValueError(f"load_adapter: {name} is merged; call unmerge_lora(model) before loading new A and B")
             if (layer.alpha, layer.use_rslora) != (alpha, use_rslora):
                 raise ValueError(f"load_adapter: {name} has alpha={layer.alpha}, use_rslora={layer.use_rslora} but "
-                                 f"{weights_path.parent / CONFIG_NAME} says lora_alpha={alpha}, use_rslora={use_rslora}")
+                                 f"{Path(directory) / CONFIG_NAME} says lora_alpha={alpha}, use_rslora={use_rslora}")
         shapes = {_key(n, "lora_A"): tuple(l.lora_A.shape) for n, l in existing}
         shapes.update({_key(n, "lora_B"): tuple(l.lora_B.shape) for n, l in existing})
     else:  # the layers add_lora would create, without creating them yet

@@ -47,7 +47,9 @@ def find_targets(model: nn.Module, targets: str | Iterable[str]) -> list[str]:
     last_components = sorted({name.rsplit(".", 1)[-1] for name in linear_names})
     for target in targets:
         if target not in last_components:
-            close = difflib.get_close_matches(target, last_components, n=3, cutoff=0.5)
+            # "query" or "q_proj" (other models' names) -> "q"; "wi" -> "wi_0", "wi_1"; typos -> difflib
+            close = [name for name in last_components if target.startswith(name) or name.startswith(target)]
+            close = close or difflib.get_close_matches(target, last_components, n=3, cutoff=0.5)
             hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
             raise ValueError(f"LoRA target {target!r} matches no nn.Linear in {type(model).__name__}.{hint} "
                              f"The Linear layers' names (last component) are: {', '.join(last_components)}")
@@ -134,7 +136,8 @@ def parameter_report(model: nn.Module) -> str:
         lines.append(f"{target:<10}{n_layers:>8}{n_params:>14,}{100 * n_params / total:>10.3g}")
     n_layers, n_params = sum(r[0] for r in per_target.values()), sum(r[1] for r in per_target.values())
     lines.append(f"{'total':<10}{n_layers:>8}{n_params:>14,}{100 * n_params / total:>10.3g}")
-    lines.append(f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / total:.3g}")
+    percent = 100 * trainable / total
+    lines.append(f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {percent:.3g}")
     base = total - n_params
     lines.append(f"LoRA adds {n_params:,} params = {100 * n_params / base:.3g}% of the {base:,} in the base model")
     return "\n".join(lines)
