@@ -49,7 +49,9 @@ def test_flan_t5_base_r32_on_q_v_counts_as_the_seeds_print():
         model = build_random_init(BASE_DIR)
         add_lora(model, targets=("q", "v"), r=32, alpha=32, dropout=0.05)
     assert count_parameters(model) == (3_538_944, 251_116_800)
-    assert "trainable params: 3,538,944 || all params: 251,116,800 || trainable%: 1.41" in parameter_report(model)
+    report = parameter_report(model)
+    assert "trainable params: 3,538,944 || all params: 251,116,800 || trainable%: 1.41" in report
+    assert "LoRA adds 3,538,944 params = 1.43% of the 247,577,856 in the base model" in report
 
 
 def test_targets_match_the_last_name_component_exactly():
