@@ -59,7 +59,9 @@ def find_targets(model: nn.Module, targets: str | Iterable[str]) -> list[str]:
 def add_lora(model: nn.Module, targets: str | Iterable[str] = ("q", "v"), r: int = 8, alpha: float = 16,
              dropout: float = 0.0, use_rslora: bool = False) -> list[str]:
     """Replace every targeted nn.Linear by a LoRALinear around it (in place), freeze all other parameters,
-    and return the replaced module names. Validates everything first: on error the model is unchanged."""
+    and return the replaced module names. `targets` are last name components, as a tuple or as one
+    comma-separated string like run.py's `--lora-targets q,v`. Validates everything first: on error the
+    model is unchanged."""
     check_hyperparameters(r, alpha, dropout)
     already = lora_layers(model)
     if already:
