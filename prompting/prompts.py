@@ -73,7 +73,8 @@ class TokenBudget:
         """The longest prefix of `text` that holds its first `n_tokens` tokens, original spacing kept."""
         if n_tokens <= 0:
             return ""
-        offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False).offset_mapping
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        offsets = enc.offset_mapping  # (start, end) character span of each token
         return text if n_tokens >= len(offsets) else text[: offsets[n_tokens - 1][1]]
 
 
