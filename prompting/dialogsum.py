@@ -1,0 +1,173 @@
+"""DialogSum as one record per dialogue, whether it comes from the Hugging Face hub or from a local folder.
+
+DialogSum (Chen et al. 2021, https://github.com/cylnlp/dialogsum) has 12,460 train, 500 validation ("dev") and
+500 test dialogues. Train and validation carry one human summary each, test carries three. The sources disagree
+on how they store that (../shared/FACTS.md, "What lives in this folder"):
+
+* the official release: `dialogsum.{train,dev,test}.jsonl`, test lines with `summary1..3` and `topic1..3`;
+* the hub copy `knkarthick/dialogsum`: columns `id, dialogue, summary, topic`, and a test split of 1,500 rows,
+  each dialogue repeated once per reference (rows 0-2 are the three references of `test_0`).
+
+Both become the same list of `Example`s: `group_references` folds consecutive rows that share a dialogue back into
+one example with all their references. The hub layout saved locally (`train.jsonl`, `test.csv`, ...) takes the
+same path as the hub itself.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+SPLITS = ("train", "validation", "test")
+OFFICIAL_FILES = {"train": "dialogsum.train.jsonl", "validation": "dialogsum.dev.jsonl", "test": "dialogsum.test.jsonl"}
+HUB_SUFFIXES = (".jsonl", ".csv")  # the hub's layout saved locally: train.jsonl, validation.csv, ...
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str
+    dialogue: str
+    references: tuple[str, ...]  # 1 human summary for train and validation, 3 for test
+    topic: str
+
+
+def load_split(source: str, split: str, max_samples: int | None = None, seed: int = 42) -> list[Example]:
+    """The examples of one split from a hub id or a local folder.
+
+    `max_samples` takes a deterministic subset. For train it is the first N of a shuffle fixed by `seed`, so a small
+    training run still sees every kind of dialogue (and N=64 is a subset of N=128). For validation and test it is
+    the first N dialogues in file order, so runs with different seeds (different shots, say) score the same dialogues.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
+    if max_samples is not None and max_samples <= 0:
+        raise ValueError(f"max_samples must be a positive number of dialogues, got {max_samples}")
+    examples = load_local(Path(source), split) if looks_local(source) else load_hub(source, split)
+    if max_samples is None or max_samples >= len(examples):
+        return examples
+    if split != "train":
+        return examples[:max_samples]
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    return [examples[i] for i in sorted(order[:max_samples])]
+
+
+def looks_local(source: str) -> bool:
+    """A hub id is `owner/name`; anything that exists on disk, or is spelt like a path, is a local folder."""
+    return Path(source).exists() or source.startswith((".", "/", "~")) or source.count("/") != 1
+
+
+# ---- the hub -----------------------------------------------------------------------------------------------------
+
+def load_hub(name: str, split: str) -> list[Example]:
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(name, split=split)
+    except ConnectionError as err:  # offline: datasets raises ConnectionError ("Couldn't reach ... on the Hub")
+        raise ValueError(
+            f"cannot reach the Hugging Face hub for {name!r} (this machine is offline?); "
+            "pass a local folder with --data, e.g. --data ../shared/data/dialogsum"
+        ) from err
+    except (OSError, ValueError) as err:  # unknown dataset, unknown split, ...
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"cannot load split {split!r} of {name!r} from the Hugging Face hub: {first_line}") from err
+    return group_references((f"{name}[{split}] row {i}", row) for i, row in enumerate(dataset))
+
+
+def group_references(rows: Iterable[tuple[str, dict]]) -> list[Example]:
+    """Fold consecutive rows with the same dialogue into one example holding all their references.
+
+    `rows` yields (where, row): `where` names the file and line (or hub row) for error messages. The hub's test split
+    stores each test dialogue three times with ids like `test_0_1..3`; the group takes the shared id `test_0`.
+    """
+    examples: list[Example] = []
+    group_ids: list[list[str]] = []
+    for where, row in rows:
+        example = example_from_row(row, where)
+        if examples and examples[-1].dialogue == example.dialogue:
+            last = examples[-1]
+            examples[-1] = Example(last.id, last.dialogue, last.references + example.references, last.topic)
+            group_ids[-1].append(example.id)
+        else:
+            examples.append(example)
+            group_ids.append([example.id])
+    return [Example(shared_id(ids), ex.dialogue, ex.references, ex.topic) for ex, ids in zip(examples, group_ids)]
+
+
+def shared_id(ids: list[str]) -> str:
+    """`["test_0_1", "test_0_2", "test_0_3"]` -> `"test_0"`; one id, or ids without a common stem, keep the first."""
+    stems = {re.sub(r"_\d+$", "", i) for i in ids}
+    return stems.pop() if len(ids) > 1 and len(set(ids)) > 1 and len(stems) == 1 else ids[0]
+
+
+def example_from_row(row: dict, where: str) -> Example:
+    """One row of either layout: `fname|id, dialogue, summary|summary1..n, topic|topic1..n`."""
+    dialogue = (row.get("dialogue") or "").strip()
+    if not dialogue:
+        raise ValueError(f"{where}: the row has no dialogue")
+    keys = ["summary"] if "summary" in row else sorted(
+        (k for k in row if re.fullmatch(r"summary\d+", k)), key=lambda k: int(k[len("summary"):]))
+    references = tuple((row.get(k) or "").strip() for k in keys)
+    if not references or not all(references):
+        raise ValueError(f"{where}: the row has no summary (expected a 'summary' field, or 'summary1', 'summary2', ...)")
+    row_id = str(row.get("fname") or row.get("id") or "").strip()
+    if not row_id:
+        raise ValueError(f"{where}: the row has no id (expected a 'fname' or 'id' field)")
+    return Example(row_id, dialogue, references, (row.get("topic") or row.get("topic1") or "").strip())
+
+
+# ---- a local folder ----------------------------------------------------------------------------------------------
+
+def load_local(folder: Path, split: str) -> list[Example]:
+    path = split_file(folder, split)
+    rows = read_jsonl(path) if path.suffix == ".jsonl" else read_csv(path)
+    return group_references(rows)
+
+
+def split_file(folder: Path, split: str) -> Path:
+    """The file that holds `split`: the official name first, then the hub's names."""
+    expected = (f"{OFFICIAL_FILES[split]} (official layout) or {split}.jsonl / {split}.csv (the hub's layout)")
+    if not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise FileNotFoundError(f"data folder {folder} {what}; expected a folder with {expected}, "
+                                "or a hub id such as knkarthick/dialogsum")
+    for name in (OFFICIAL_FILES[split], *(split + suffix for suffix in HUB_SUFFIXES)):
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(f"data folder {folder} has no file for split {split!r}: expected {expected}")
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{number}: not a valid JSON line ({err.msg}); fix or remove that line") from err
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{number}: expected a JSON object with dialogue and summary fields")
+            yield f"{path}:{number}", row
+
+
+def read_csv(path: Path) -> Iterator[tuple[str, dict]]:
+    """Rows of a CSV with a header; a dialogue spans several physical lines, so we report where its row starts."""
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        start = 2  # line 1 is the header
+        try:
+            for row in reader:
+                where = f"{path}:{start}"
+                if None in row or None in row.values():
+                    raise ValueError(f"{where}: expected {len(reader.fieldnames)} fields "
+                                     f"({', '.join(reader.fieldnames)}), the row has a different number")
+                start = reader.line_num + 1
+                yield where, row
+        except csv.Error as err:
+            raise ValueError(f"{path}:{reader.line_num}: malformed CSV ({err})") from err
