@@ -135,6 +135,28 @@ def backward_micro_batches(model, micro: list[Batch], optimizer, scaler, params,
     return loss_value, norm_value
 
 
+def apply_update(optimizer, scheduler, scaler) -> bool:
+    """Step 5 of the module docstring. True when fp16's scaler found inf/NaN gradients and skipped the step."""
+    scale = scaler.get_scale()
+    scaler.step(optimizer)
+    scaler.update()
+    skipped = scaler.get_scale() < scale  # the scaler backs off only after a skipped step
+    if not skipped:
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return skipped
+
+
+def validate_and_keep_best(model, val_batches, progress: Progress, precision, device, folder, log) -> None:
+    val = validation_loss(model, val_batches, precision, device)
+    progress.val_losses.append([progress.step, val])
+    log.write({"step": progress.step, "val_loss": val})
+    if progress.best_val_loss is None or val < progress.best_val_loss:
+        progress.best_val_loss, progress.best_step = val, progress.step
+        if folder is not None:
+            ckpt.save_best(folder, model)
+
+
 def train(model, batches_for_epoch: Callable[[int], list[Batch]], config: TrainConfig, device: torch.device,
           folder: Path | None = None, val_batches: list[Batch] = (), resume: bool = False,
           fingerprint: dict | None = None) -> TrainResult:
@@ -143,7 +165,8 @@ def train(model, batches_for_epoch: Callable[[int], list[Batch]], config: TrainC
     `folder` receives checkpoints/, train_log.jsonl and best weights; None trains without writing anything.
     """
     model.to(device).train()
-    steps_per_epoch = math.ceil(len(batches_for_epoch(0)) / config.grad_accum)
+    batches, batches_epoch = batches_for_epoch(0), 0  # every epoch has as many batches as this one
+    steps_per_epoch = math.ceil(len(batches) / config.grad_accum)
     total = config.max_steps or math.ceil(config.epochs * steps_per_epoch)
     optimizer = build_optimizer(model, config.optim, device)
     scheduler = build_scheduler(optimizer, config.optim, total)
@@ -161,7 +184,6 @@ def train(model, batches_for_epoch: Callable[[int], list[Batch]], config: TrainC
         torch.cuda.reset_peak_memory_stats(device)
     log = TrainLog(folder, resume_step=progress.step)
     bar = tqdm(total=total, initial=progress.step, disable=not config.progress_bar, desc="training")
-    batches, batches_epoch = [], None
     with StopOnInterrupt() as stop:
         while progress.step < total and not stop.requested:
             tick = time.perf_counter()
@@ -175,13 +197,7 @@ def train(model, batches_for_epoch: Callable[[int], list[Batch]], config: TrainC
                     f"step {progress.step + 1}: the loss is {loss} (gradient norm {grad_norm}); training stopped "
                     f"before updating the weights. Last good checkpoint: {saved or 'none yet'}. Try a lower --lr, "
                     f"or --precision fp32")
-            scale = scaler.get_scale()
-            scaler.step(optimizer)
-            scaler.update()
-            skipped = scaler.get_scale() < scale  # fp16 only: the scaler found inf/NaN and backed off
-            if not skipped:
-                scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            skipped = apply_update(optimizer, scheduler, scaler)
 
             tokens = sum(int(b["attention_mask"].sum() + (b["labels"] != -100).sum()) for b in micro)
             progress.step, progress.position = progress.step + 1, progress.position + len(micro)
@@ -199,13 +215,7 @@ def train(model, batches_for_epoch: Callable[[int], list[Batch]], config: TrainC
 
             last = progress.step == total
             if val_batches and (epoch_end or last or (config.eval_every and progress.step % config.eval_every == 0)):
-                val = validation_loss(model, val_batches, config.precision, device)
-                progress.val_losses.append([progress.step, val])
-                log.write({"step": progress.step, "val_loss": val})
-                if progress.best_val_loss is None or val < progress.best_val_loss:
-                    progress.best_val_loss, progress.best_step = val, progress.step
-                    if folder is not None:
-                        ckpt.save_best(folder, model)
+                validate_and_keep_best(model, val_batches, progress, config.precision, device, folder, log)
             progress.train_seconds += time.perf_counter() - tick
             if folder is not None and (last or stop.requested or (config.save_every and progress.step % config.save_every == 0)):
                 saved = ckpt.save_checkpoint(folder, model, optimizer, scheduler, scaler, asdict(progress), fingerprint)
