@@ -70,6 +70,11 @@ def prepare_folder(args) -> Path:
     from eval.results import prepare_output_dir
 
     out = prepare_output_dir(args.output_dir or Path("runs") / args.mode, overwrite=args.overwrite, resume=args.resume)
+    try:  # os.access says yes to root even on a read-only file system: write something to be sure
+        (out / ".write_test").write_bytes(b"")
+        (out / ".write_test").unlink()
+    except OSError as err:
+        raise PermissionError(f"--output-dir {out} is not writable ({err.strerror}); choose another folder") from err
     latest = ckpt.latest_checkpoint(out)
     if args.resume and latest is None:
         raise ValueError(f"--resume: {out}/{ckpt.CHECKPOINT_DIR} holds no checkpoint; run without --resume")
