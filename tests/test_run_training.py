@@ -1,0 +1,125 @@
+"""`python run.py --mode full|lora`: impossible flags give one line and exit code 2 before anything slow starts;
+a small real run leaves a model transformers loads (or a peft-format adapter), the step log, the loss curve
+and metrics.json with the training figures."""
+import json
+import shutil
+from collections import namedtuple
+
+import pytest
+import torch
+
+import run
+from tests.conftest import DATA_DIR, SMALL_DIR
+from tests.train_helpers import quick_config, random_batches, tiny_model
+from train_loop.loop import train
+
+
+@pytest.fixture
+def narrow_model_dir(tmp_path):
+    """flan-t5-small's config and tokenizer, narrowed to d_model 64 and 1+1 blocks: a run in seconds."""
+    folder = tmp_path / "narrow-flan-t5"
+    folder.mkdir()
+    for name in ("spiece.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(SMALL_DIR / name, folder / name)
+    config = json.loads((SMALL_DIR / "config.json").read_text())
+    config.update(d_model=64, d_ff=128, num_heads=2, d_kv=32, num_layers=1, num_decoder_layers=1)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def fails(argv, capsys) -> str:
+    """Run run.py's main; demand exit code 2 and exactly one line on stderr; return that line."""
+    assert run.main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("run.py: error: "), lines
+    return lines[0]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--lr", "-0.001"], "--lr -0.001: the learning rate must be positive"),
+    (["--batch-size", "0"], "--batch-size 0: must be at least 1"),
+    (["--grad-accum", "0"], "--grad-accum 0"),
+    (["--max-steps", "0"], "--max-steps 0"),
+    (["--lora-dropout", "1.5"], "--lora-dropout 1.5"),
+    (["--merge"], "--merge merges a LoRA adapter"),
+    (["--device", "cpu", "--precision", "fp16"], "fp16 needs a CUDA GPU"),
+])
+def test_impossible_flags_give_one_line_and_exit_code_2(flags, message, tmp_path, capsys):
+    line = fails(["--mode", "full", "--output-dir", str(tmp_path / "out"), *flags], capsys)
+    assert message in line
+
+
+def test_resume_without_a_checkpoint_is_refused(tmp_path, capsys):
+    line = fails(["--mode", "lora", "--output-dir", str(tmp_path), "--resume"], capsys)
+    assert "--resume" in line and "holds no checkpoint" in line
+
+
+def test_resume_from_a_checkpoint_of_another_mode_is_refused(tmp_path, capsys):
+    batches = random_batches(2)
+    train(tiny_model(), lambda e: batches, quick_config(max_steps=1), torch.device("cpu"), folder=tmp_path,
+          fingerprint={"mode": "full", "model": str(SMALL_DIR)})
+    line = fails(["--mode", "lora", "--model", str(SMALL_DIR), "--output-dir", str(tmp_path), "--resume"], capsys)
+    assert "is from --mode full" in line
+
+
+def test_a_folder_with_an_unfinished_run_is_not_overwritten(tmp_path, capsys):
+    batches = random_batches(2)
+    train(tiny_model(), lambda e: batches, quick_config(max_steps=1), torch.device("cpu"), folder=tmp_path)
+    line = fails(["--mode", "full", "--output-dir", str(tmp_path)], capsys)
+    assert "unfinished run" in line and "--resume" in line
+
+
+def test_output_dir_that_is_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    assert "is a file" in fails(["--mode", "full", "--output-dir", str(tmp_path / "afile")], capsys)
+
+
+def test_too_little_disk_space_is_reported_before_training(tmp_path, capsys, monkeypatch, narrow_model_dir):
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 2**20, 2**20))
+    line = fails(["--mode", "full", "--model", str(narrow_model_dir), "--random-init",
+                  "--output-dir", str(tmp_path / "out")], capsys)
+    assert "1 MiB free" in line and "needs about" in line
+    assert not (tmp_path / "out" / "train_log.jsonl").exists()  # nothing started
+
+
+# --- End to end: wait on the merges of prompting/ (dialogsum, templates, generate), train_loop/tokenize.py,
+# --- train_loop/batching.py, eval/ (ROUGE in finish_run) and, for LoRA, lora/ (inject, checkpoint). ----------
+
+def small_run(mode, model_dir, out, *extra):
+    return ["--mode", mode, "--model", str(model_dir), "--random-init", "--data", str(DATA_DIR),
+            "--max-train-samples", "16", "--max-val-samples", "4", "--max-eval-samples", "2", "--max-steps", "4",
+            "--batch-size", "4", "--max-input-tokens", "64", "--max-target-tokens", "24", "--max-new-tokens", "4",
+            "--save-every", "2", "--precision", "fp32", "--device", "cpu", "--output-dir", str(out), *extra]
+
+
+def check_run_folder(out, steps=4):
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("train_seconds", "trainable_params", "total_params", "peak_memory_mb", "artifact_bytes"):
+        assert metrics[key] > 0, key
+    records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == list(range(1, steps + 1))
+    assert (out / "loss_curve.png").stat().st_size > 1000
+    return metrics
+
+
+def test_full_run_saves_a_model_transformers_loads(tmp_path, narrow_model_dir, capsys):
+    from transformers import AutoModelForSeq2SeqLM
+
+    out = tmp_path / "full"
+    assert run.main(small_run("full", narrow_model_dir, out)) == 0
+    assert "lr 0.0001 (default)" in capsys.readouterr().out  # d_model 64 <= 512: the small-model default
+    metrics = check_run_folder(out)
+    assert metrics["trainable_params"] == metrics["total_params"]
+    reloaded = AutoModelForSeq2SeqLM.from_pretrained(out / "model")
+    assert sum(p.numel() for p in reloaded.parameters()) == metrics["total_params"]
+
+
+def test_lora_run_saves_a_peft_adapter_and_a_merged_model(tmp_path, narrow_model_dir):
+    out = tmp_path / "lora"
+    assert run.main(small_run("lora", narrow_model_dir, out, "--lora-r", "4", "--merge")) == 0
+    metrics = check_run_folder(out)
+    assert metrics["trainable_params"] < metrics["total_params"] / 10
+    config = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA" and config["r"] == 4
+    assert (out / "merged_model" / "config.json").is_file()

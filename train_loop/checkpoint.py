@@ -1,0 +1,137 @@
+"""The training state on disk: written atomically, found again after a crash, refused when it belongs to another run.
+
+A checkpoint is one file, `checkpoints/step-00000040.pt`, holding everything the next optimiser step depends on:
+
+* the trainable weights (all of them in full mode; only LoRA's A and B in LoRA mode, since the frozen base is
+  rebuilt identically from `--model`/`--seed`),
+* the AdamW moments, the scheduler's step count, the GradScaler's scale (fp16),
+* the RNG states (Python, torch CPU, every CUDA device): dropout masks after a resume are the ones the
+  uninterrupted run would have drawn,
+* the position in the data (epoch, micro-batch index) and the history (losses, validation, best so far),
+* a fingerprint of the run (mode, model, trainable shapes, data settings) checked on resume.
+
+Atomic: the file is written as `*.pt.tmp`, flushed to the disk (fsync), then renamed over its final name with
+`os.replace`, which POSIX makes atomic. A process killed mid-write (even `kill -9`) leaves at worst a `.tmp`
+file that `latest_checkpoint` ignores; every `step-*.pt` is complete. Older checkpoints are deleted only after the
+new one is in place.
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+CHECKPOINT_DIR = "checkpoints"
+BEST_FILE = "best.pt"
+NAME = re.compile(r"^step-(\d{8})\.pt$")
+
+
+def save_atomic(obj, path: Path) -> None:
+    """torch.save to `path` so that a reader sees the old file or the whole new one, never half of it."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value)
+
+
+def rng_state() -> dict:
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    return {"python": random.getstate(), "torch": torch.get_rng_state(), "cuda": cuda}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def checkpoint_path(folder: Path, step: int) -> Path:
+    return folder / CHECKPOINT_DIR / f"step-{step:08d}.pt"
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The complete checkpoint with the highest step; half-written `.tmp` files are not candidates."""
+    found = [(int(m.group(1)), p) for p in (folder / CHECKPOINT_DIR).glob("step-*.pt") if (m := NAME.match(p.name))]
+    return max(found)[1] if found else None
+
+
+def save_checkpoint(folder: Path, model, optimizer, scheduler, scaler, progress: dict, fingerprint: dict) -> Path:
+    """Write the state after optimiser step `progress['step']`, then delete the older checkpoints."""
+    path = checkpoint_path(folder, progress["step"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_atomic({
+        "weights": trainable_state(model),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": rng_state(),
+        "progress": progress,
+        "fingerprint": fingerprint,
+    }, path)
+    for old in path.parent.iterdir():
+        if old != path and (NAME.match(old.name) or old.name.startswith("step-") and old.name.endswith(".tmp")):
+            old.unlink()
+    return path
+
+
+def check_fingerprint(saved: dict, current: dict, path: Path) -> None:
+    """Refuse a checkpoint written by a run with another model, mode or data: resuming it would be silently wrong."""
+    differ = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    if differ:
+        details = "; ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}" for k in differ[:3])
+        raise ValueError(f"--resume: checkpoint {path} belongs to another run ({details}); "
+                         f"pass the same flags, or another --output-dir to start afresh")
+
+
+def read_fingerprint(path: Path) -> dict:
+    """The fingerprint alone (memory-mapped: a multi-GB checkpoint is not read into memory for it)."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)["fingerprint"]
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler, scaler, fingerprint: dict) -> dict:
+    """Restore everything `save_checkpoint` wrote into the live objects; return the progress record."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    check_fingerprint(state["fingerprint"], fingerprint, path)
+    load_trainable_state(model, state["weights"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    return state["progress"]
+
+
+def save_best(folder: Path, model) -> None:
+    """The trainable weights with the lowest validation loss so far (restored at the end by `load_best`)."""
+    (folder / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+    save_atomic(trainable_state(model), folder / CHECKPOINT_DIR / BEST_FILE)
+
+
+def load_best(folder: Path, model) -> bool:
+    path = folder / CHECKPOINT_DIR / BEST_FILE
+    if not path.is_file():
+        return False
+    load_trainable_state(model, torch.load(path, map_location="cpu", weights_only=True))
+    return True
