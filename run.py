@@ -11,6 +11,8 @@ error into a single line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 
 PROMPT_MODES = ("zero-shot", "one-shot", "few-shot")
@@ -84,26 +86,63 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def dispatch(args: argparse.Namespace) -> None:
+def dispatch(args: argparse.Namespace):
+    """Run the mode; returns its metrics (a dict) or, for compare, the path of report.md."""
     if args.mode in PROMPT_MODES:
         from prompting.run_prompting import run
     elif args.mode in TRAIN_MODES:
         from train_loop.run_training import run
     else:
         from eval.compare import run
-    run(args)
+    return run(args)
+
+
+def summary(result) -> str:
+    """The closing line: the scores, and where to find everything."""
+    if isinstance(result, dict) and "rouge1" in result:
+        scores = "  ".join(f"{k} {result[k]:.4f}" for k in ("rouge1", "rouge2", "rougeL", "rougeLsum"))
+        stem = "stemmer on" if result.get("use_stemmer") else "stemmer off"
+        return (f"{result.get('mode')} on {result.get('examples')} dialogues: {scores} ({stem}); "
+                f"results in {result.get('output_dir')}/ (metrics.json, predictions.csv, side_by_side.md)")
+    return f"report: {result}" if result is not None else ""
+
+
+def show_project_logs() -> None:
+    """Settings and warnings from the project's modules go through `logging`; show them as plain lines."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for package in ("lora", "prompting", "train_loop", "eval"):
+        logger = logging.getLogger(package)
+        if not logger.handlers:
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+
+
+def use_local_cache_if_offline(args: argparse.Namespace) -> None:
+    """Hub ids and no network: let the libraries answer from their cache at once instead of retrying for a minute.
+    Set before transformers/datasets are imported, which read these variables once."""
+    from prompting.model import hub_is_reachable, looks_like_hub_id
+
+    names = [args.model, args.data] if args.mode != "compare" or not args.runs else []
+    if any(looks_like_hub_id(str(n)) for n in names) and not hub_is_reachable():
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    show_project_logs()
     try:
-        dispatch(args)
+        use_local_cache_if_offline(args)
+        line = summary(dispatch(args))
     except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
         print(f"run.py: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("run.py: interrupted", file=sys.stderr)
         return 130
+    if line:
+        print(line)
     return 0
 
 

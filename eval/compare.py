@@ -17,41 +17,31 @@ from eval.report import write_report
 from eval.runs import read_runs
 
 
-def study_steps() -> tuple[list[tuple[str, object]], list[str]]:
-    """(mode, entry point) for each step of the study, and a note for any step this checkout cannot run.
+def study_steps() -> list[tuple[str, object]]:
+    """(mode, entry point) for each step of the study.
 
     Imported here, not at the top: `--runs` needs neither torch nor the models.
     """
     from prompting.run_prompting import run as run_prompting
+    from train_loop.run_training import run as run_training
 
-    try:
-        from train_loop.run_training import run as run_training
-    except ModuleNotFoundError as err:
-        if err.name != "train_loop.run_training":
-            raise
-        return [("zero-shot", run_prompting)], ["Full and LoRA fine-tuning were not run: this checkout has no "
-                                                 "train_loop/run_training.py."]
-    return [("zero-shot", run_prompting), ("full", run_training), ("lora", run_training)], []
+    return [("zero-shot", run_prompting), ("full", run_training), ("lora", run_training)]
 
 
-def run_study(args: argparse.Namespace, out_dir: Path) -> tuple[list[Path], list[str]]:
+def run_study(args: argparse.Namespace, out_dir: Path) -> list[Path]:
     """Run every step with a copy of the command line's flags, each into its own folder; return the folders."""
-    steps, notes = study_steps()
     folders = []
-    for mode, entry_point in steps:
+    for mode, entry_point in study_steps():
         step_args = copy.copy(args)
         step_args.mode, step_args.output_dir, step_args.runs = mode, str(out_dir / mode), None
         step_args.shots = None  # each prompting mode picks its own number of examples
         entry_point(step_args)
         folders.append(out_dir / mode)
-    return folders, notes
+    return folders
 
 
 def run(args: argparse.Namespace) -> Path:
     """The report for `--runs`, or for a study run now; returns the path of report.md."""
     out_dir = Path(args.output_dir or "runs/compare")
-    if args.runs:
-        folders, notes = args.runs, []
-    else:
-        folders, notes = run_study(args, out_dir)
-    return write_report(read_runs(folders), out_dir, notes)
+    folders = args.runs or run_study(args, out_dir)
+    return write_report(read_runs(folders), out_dir)

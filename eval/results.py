@@ -64,7 +64,7 @@ def finish_run(output_dir: Path, examples, prompts, predictions, info: dict, use
     """
     corpus, per_example = score_corpus(examples, predictions, use_stemmer=use_stemmer)
     metrics = {**info, "examples": len(examples), **corpus, "use_stemmer": use_stemmer,
-               "rougeLsum_sentences": LSUM_SENTENCE_NOTE}
+               "rougeLsum_sentences": LSUM_SENTENCE_NOTE, "output_dir": str(output_dir)}
     write_predictions_csv(output_dir / "predictions.csv", examples, predictions, per_example)
     write_side_by_side(output_dir / "side_by_side.md", examples, prompts, predictions, title=f"{info.get('mode', 'run')}: {info.get('model', '')}")
     write_json_atomic(output_dir / "metrics.json", metrics)

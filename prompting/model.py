@@ -108,3 +108,22 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name not in ("cpu", "cuda"):
         raise ValueError(f"--device {name!r}: expected auto, cpu or cuda")
     return torch.device(name)
+
+
+def hub_is_reachable(timeout: float = 3.0) -> bool:
+    """One quick TCP connection to the hub. Without it, a machine with no network waits through the hub client's
+    retries (about a minute) before failing; with it, run.py switches the libraries to their local cache at once."""
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def looks_like_hub_id(name: str) -> bool:
+    """`google/flan-t5-base` is a hub id; `../shared/models/flan-t5-small` or an existing folder is not."""
+    return not Path(name).exists() and not str(name).startswith((".", "/", "~"))

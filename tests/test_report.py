@@ -124,12 +124,3 @@ def test_the_study_runs_each_mode_into_its_own_folder_then_reports(tmp_path, mon
     assert calls == [(mode, str(tmp_path / mode), None) for mode in ("zero-shot", "full", "lora")]
     assert args.mode == "compare" and args.output_dir == str(tmp_path) and args.shots == 3  # a copy was changed
     assert all(f"| {mode} | flan-t5-small |" in report for mode in ("zero-shot", "full", "lora"))
-
-
-def test_the_study_without_the_training_module_says_so(tmp_path, monkeypatch):
-    calls = []
-    monkeypatch.setitem(sys.modules, "prompting.run_prompting", stand_in_entry_point(calls))
-    monkeypatch.setitem(sys.modules, "train_loop.run_training", None)  # import fails as if the file were absent
-    report = compare(cli.build_parser().parse_args(["--mode", "compare", "--output-dir", str(tmp_path)])).read_text()
-    assert [mode for mode, _, _ in calls] == ["zero-shot"]
-    assert "Full and LoRA fine-tuning were not run" in report
