@@ -1,9 +1,11 @@
 """`torchrun --nproc_per_node 2 run.py ...` (gloo, CPU) trains as one process does: the same losses, one adapter
 (or model) equal to the single-process one, with DDP and with FSDP; a process that dies leaves one clear message
-from rank 0 and a checkpoint that two processes resume to the uninterrupted run's end; one process may not resume it.
+from rank 0 and a checkpoint that two processes resume to the uninterrupted run's end, as after Ctrl-C; one process
+may not resume it.
 
 Every run is made once (module fixture): two single-process runs in this process, then one torchrun of
-tests/dist_worker.py for five two-process runs (the last one loses rank 1 in step 3), then one torchrun to resume it.
+tests/dist_worker.py for six two-process runs (one stopped by Ctrl-C in step 3; the last loses rank 1 in step 3),
+then one torchrun to resume both.
 """
 import contextlib
 import io
@@ -60,13 +62,15 @@ def runs(tmp_path_factory):
         {"argv": lora("two-lora", "--lora-dropout", "0")},
         {"argv": lora("two-lora-fsdp", "--lora-dropout", "0", "--fsdp")},
         {"argv": full("two-full-fsdp", "--fsdp")},
+        {"argv": full("two-full-fsdp-stopped", "--fsdp"), "interrupt_in_step": 3},
         # dropout on, and the processes' RNG states made to differ (dist_worker.py): each must get its own back
         {"argv": lora("two-lora-dropout", "--lora-dropout", "0.1"), "uneven_rng": True},
         {"argv": lora("two-dies", "--lora-dropout", "0.1"), "uneven_rng": True, "die": {"rank": 1, "step": 3}},
     ], root)
     with contextlib.redirect_stderr(io.StringIO()) as said:  # one process, before the resume
         refused = (run.main(lora("two-dies", "--lora-dropout", "0.1", "--resume")), said.getvalue())
-    resumed = torchrun([{"argv": lora("two-dies", "--lora-dropout", "0.1", "--resume"), "uneven_rng": True}], root)
+    resumed = torchrun([{"argv": lora("two-dies", "--lora-dropout", "0.1", "--resume"), "uneven_rng": True},
+                        {"argv": full("two-full-fsdp-stopped", "--fsdp", "--resume")}], root)
     return {"root": root, "first": first, "resumed": resumed, "refused": refused}
 
 
@@ -86,7 +90,7 @@ def max_difference(a: dict, b: dict) -> float:
 
 def test_two_processes_log_each_step_once_and_print_once(runs):
     first = runs["first"]
-    assert first.stdout.count("fine-tuning of") == 5, first.stdout  # one line per run, from rank 0 only
+    assert first.stdout.count("fine-tuning of") == 6, first.stdout  # one line per run, from rank 0 only
     assert "on 2 processes (4 each)" in first.stdout
     for name in ("two-lora", "two-lora-fsdp", "two-full-fsdp", "two-lora-dropout"):
         assert [r["step"] for r in read_log(runs["root"] / name / LOG_FILE) if "loss" in r] == [1, 2, 3, 4], name
@@ -129,6 +133,14 @@ def test_a_dying_process_gives_one_message_from_rank_0_and_keeps_the_last_checkp
 def test_resume_on_two_processes_equals_the_uninterrupted_two_process_run(runs):
     assert runs["resumed"].returncode == 0, runs["resumed"].stderr[-3000:]
     straight, resumed = runs["root"] / "two-lora-dropout", runs["root"] / "two-dies"
+    assert losses(resumed) == losses(straight)
+    assert max_difference(weights(resumed), weights(straight)) == 0
+
+
+def test_ctrl_c_stops_every_process_after_the_same_step_and_fsdp_resumes_to_the_straight_run(runs):
+    first = runs["first"]
+    assert first.stdout.count("stopped after step 3; checkpoint") == 1 and first.stderr.count("run.py: interrupted") == 1
+    straight, resumed = runs["root"] / "two-full-fsdp", runs["root"] / "two-full-fsdp-stopped"
     assert losses(resumed) == losses(straight)
     assert max_difference(weights(resumed), weights(straight)) == 0
 
