@@ -3,10 +3,12 @@
     python run.py --mode zero-shot|one-shot|few-shot   # summaries from the unchanged model
     python run.py --mode full|lora                     # fine-tune, validate, then evaluate on --split
     python run.py --mode compare                       # the whole study, or --runs DIR... for runs already made
+    torchrun --nproc_per_node N run.py --mode full|lora  # the same training on N processes (GPUs, machines)
 
 This file only reads the command line and hands it to the module that does the work. Library code raises
 ValueError / FileNotFoundError with a message that names the problem; this is the one place that turns such an
-error into a single line on stderr and exit code 2.
+error into a single line on stderr and exit code 2. Under torchrun only rank 0 prints: every process meets the same
+bad flag, and a process that lost another one (train_loop/distributed.PeerLost) leaves the explanation to rank 0.
 """
 from __future__ import annotations
 
@@ -45,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("generation and evaluation")
     g.add_argument("--shots", type=int, default=None, help="examples in the prompt (one-shot: 1, few-shot: 3)")
-    g.add_argument("--batch-size", type=int, default=8, help="examples per batch (training and generation)")
+    g.add_argument("--batch-size", type=int, default=8,
+                   help="examples per batch (training and generation), over all processes: under torchrun each of "
+                        "N processes takes batch-size / N")
     g.add_argument("--max-new-tokens", type=int, default=200, help="greedy decoding length limit")
     g.add_argument("--stemmer", action=argparse.BooleanOptionalAction, default=True,
                    help="Porter stemming inside ROUGE (the course uses it)")
@@ -55,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     g.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="auto: bf16 autocast where supported (CUDA with bf16, CPU), else fp32")
+    g.add_argument("--fsdp", action="store_true",
+                   help="under torchrun: shard the model, gradients and optimiser state over the processes "
+                        "(FSDP2, one unit per T5 block) instead of a whole copy on each")
     g.add_argument("--output-dir", default=None, help="where results go (default: runs/<mode>)")
     g.add_argument("--overwrite", action="store_true", help="allow writing into a run folder that has results")
 
@@ -88,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def dispatch(args: argparse.Namespace):
     """Run the mode; returns its metrics (a dict) or, for compare, the path of report.md."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.mode not in TRAIN_MODES:
+        raise ValueError(f"--mode {args.mode} runs on one process; only --mode full|lora runs under torchrun "
+                         f"with several")
+    if args.fsdp and args.mode not in TRAIN_MODES:
+        raise ValueError("--fsdp shards training: use it with --mode full|lora")
     if args.mode in PROMPT_MODES:
         from prompting.run_prompting import run
     elif args.mode in TRAIN_MODES:
@@ -132,16 +144,26 @@ def use_local_cache_if_offline(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     show_project_logs()
+
+    def fail(message: str, code: int) -> int:
+        if os.environ.get("RANK", "0") == "0":  # torchrun's rank 0, or the only process
+            print(f"run.py: {message}", file=sys.stderr)
+        return code
+
     try:
         use_local_cache_if_offline(args)
         line = summary(dispatch(args))
     except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
-        print(f"run.py: error: {err}", file=sys.stderr)
-        return 2
+        return fail(f"error: {err}", 2)
     except KeyboardInterrupt:
-        print("run.py: interrupted", file=sys.stderr)
-        return 130
-    if line:
+        return fail("interrupted", 130)
+    except RuntimeError as err:
+        from train_loop.distributed import PeerLost
+
+        if not isinstance(err, PeerLost):
+            raise
+        return fail(f"error: {err}", 1)
+    if line and os.environ.get("RANK", "0") == "0":
         print(line)
     return 0
 

@@ -80,9 +80,7 @@ def latest_checkpoint(folder: Path) -> Path | None:
 
 def save_checkpoint(folder: Path, model, optimizer, scheduler, scaler, progress: dict, fingerprint: dict) -> Path:
     """Write the state after optimiser step `progress['step']`, then delete the older checkpoints."""
-    path = checkpoint_path(folder, progress["step"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_atomic({
+    return write_checkpoint(folder, {
         "weights": trainable_state(model),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -90,7 +88,14 @@ def save_checkpoint(folder: Path, model, optimizer, scheduler, scaler, progress:
         "rng": rng_state(),
         "progress": progress,
         "fingerprint": fingerprint,
-    }, path)
+    })
+
+
+def write_checkpoint(folder: Path, state: dict) -> Path:
+    """`state` (as `save_checkpoint` builds it) to `checkpoints/step-*.pt`; older checkpoints go after it is in place."""
+    path = checkpoint_path(folder, state["progress"]["step"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_atomic(state, path)
     for old in path.parent.iterdir():
         if old != path and (NAME.match(old.name) or old.name.startswith("step-") and old.name.endswith(".tmp")):
             old.unlink()
@@ -111,10 +116,16 @@ def read_fingerprint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True, mmap=True)["fingerprint"]
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler, scaler, fingerprint: dict) -> dict:
-    """Restore everything `save_checkpoint` wrote into the live objects; return the progress record."""
+def read_checkpoint(path: Path, fingerprint: dict) -> dict:
+    """The whole checkpoint, after checking that it belongs to this run."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     check_fingerprint(state["fingerprint"], fingerprint, path)
+    return state
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler, scaler, fingerprint: dict) -> dict:
+    """Restore everything `save_checkpoint` wrote into the live objects; return the progress record."""
+    state = read_checkpoint(path, fingerprint)
     load_trainable_state(model, state["weights"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -125,12 +136,20 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, scaler, fingerprint
 
 def save_best(folder: Path, model) -> None:
     """The trainable weights with the lowest validation loss so far (restored at the end by `load_best`)."""
+    write_best(folder, trainable_state(model))
+
+
+def write_best(folder: Path, weights: dict[str, torch.Tensor]) -> None:
     (folder / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
-    save_atomic(trainable_state(model), folder / CHECKPOINT_DIR / BEST_FILE)
+    save_atomic(weights, best_path(folder))
+
+
+def best_path(folder: Path) -> Path:
+    return folder / CHECKPOINT_DIR / BEST_FILE
 
 
 def load_best(folder: Path, model) -> bool:
-    path = folder / CHECKPOINT_DIR / BEST_FILE
+    path = best_path(folder)
     if not path.is_file():
         return False
     load_trainable_state(model, torch.load(path, map_location="cpu", weights_only=True))

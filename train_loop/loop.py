@@ -20,12 +20,18 @@ What one optimiser step does, and what transformers 5.23's `Trainer` does for th
 
 The loss of a step stays on the device while micro-batches run; one host sync per optimiser step reads the loss
 and the gradient norm together, checks that both are finite (before the weights change), and logs them.
+
+On N processes (`torchrun`, train_loop/distributed.py) each process runs this same loop on its share of every
+batch: N counts the label tokens of all shares, each process's loss is scaled by N so that DDP's gradient average
+is the single-process gradient, the all-reduce waits for the last micro-batch of a step, the logged loss and
+token counts are summed over processes, and only rank 0 writes the log and the checkpoints.
 """
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -34,6 +40,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from train_loop import checkpoint as ckpt
+from train_loop import dist_checkpoint
+from train_loop.distributed import Parallel, plain
 from train_loop.interrupt import StopOnInterrupt
 from train_loop.log import TrainLog, peak_memory_mb
 from train_loop.optim import OptimConfig, build_optimizer, build_scheduler
@@ -104,33 +112,43 @@ def token_loss_sum(model, batch: Batch, precision: str, device: torch.device) ->
     return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum")
 
 
-def validation_loss(model, batches: list[Batch], precision: str, device: torch.device) -> float:
-    """Mean cross-entropy per label token over all validation batches (dropout off)."""
+def validation_loss(model, batches: list[Batch], precision: str, device: torch.device, forward=None,
+                    parallel: Parallel = Parallel()) -> float:
+    """Mean cross-entropy per label token over all validation batches (dropout off), and over every process's share.
+    `forward(batch)` is a batch's summed loss: the wrapped loss module of `train` (distributed.py), by default
+    `token_loss_sum` on `model`."""
+    forward = forward or partial(token_loss_sum, model, precision=precision, device=device)
     model.eval()
     total, count = torch.zeros((), device=device), 0
     with torch.no_grad():
         for batch in batches:
             count += int((batch["labels"] != -100).sum())
-            total += token_loss_sum(model, to_device(batch, device), precision, device)
+            total += forward(to_device(batch, device))
     model.train()
-    return total.item() / max(1, count)
+    return parallel.sum(total).item() / max(1, parallel.total(count))
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def backward_micro_batches(model, micro: list[Batch], optimizer, scaler, params, config: TrainConfig,
-                           device: torch.device) -> tuple[float, float]:
-    """Steps 2-4 of the module docstring. Returns (loss per label token, gradient norm before clipping)."""
-    n_tokens = sum(int((b["labels"] != -100).sum()) for b in micro)  # counted on the CPU copies: no device sync
+def backward_micro_batches(forward, micro: list[Batch], optimizer, scaler, params, config: TrainConfig,
+                           device: torch.device, parallel: Parallel = Parallel()) -> tuple[float, float]:
+    """Steps 2-4 of the module docstring. Returns (loss per label token, gradient norm before clipping).
+
+    `forward(batch)` is the micro-batch's summed loss (`token_loss_sum`, wrapped by `Parallel.wrap`). With N
+    processes, `n_tokens` counts every process's tokens and the loss is scaled by N (distributed.py's docstring).
+    """
+    n_tokens = parallel.total(sum(int((b["labels"] != -100).sum()) for b in micro))  # CPU copies: no device sync
     step_loss = torch.zeros((), device=device)
-    for batch in micro:
-        loss = token_loss_sum(model, to_device(batch, device), config.precision, device) / n_tokens
-        scaler.scale(loss).backward()
+    for i, batch in enumerate(micro):
+        with parallel.gradient_sync(forward, enabled=i == len(micro) - 1):  # all-reduce in the last backward only
+            loss = forward(to_device(batch, device)) / n_tokens
+            scaler.scale(loss * parallel.world_size).backward()
         step_loss += loss.detach()
+    parallel.sum(step_loss)  # this process's part of the step's loss -> the whole step's
     scaler.unscale_(optimizer)  # fp16: divide the gradients by the loss scale before clipping
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm or math.inf)
+    grad_norm = plain(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm or math.inf))
     loss_value, norm_value = torch.stack([step_loss, grad_norm.to(step_loss)]).tolist()  # the step's one sync
     return loss_value, norm_value
 
@@ -147,24 +165,27 @@ def apply_update(optimizer, scheduler, scaler) -> bool:
     return skipped
 
 
-def validate_and_keep_best(model, val_batches, progress: Progress, precision, device, folder, log) -> None:
-    val = validation_loss(model, val_batches, precision, device)
+def validate_and_keep_best(model, val_batches, progress: Progress, precision, device, folder, log, forward=None,
+                           parallel: Parallel = Parallel()) -> None:
+    val = validation_loss(model, val_batches, precision, device, forward, parallel)
     progress.val_losses.append([progress.step, val])
     log.write({"step": progress.step, "val_loss": val})
     if progress.best_val_loss is None or val < progress.best_val_loss:
         progress.best_val_loss, progress.best_step = val, progress.step
         if folder is not None:
-            ckpt.save_best(folder, model)
+            dist_checkpoint.save_best(parallel, folder, model)
 
 
 def train(model, batches_for_epoch: Callable[[int], list[Batch]], config: TrainConfig, device: torch.device,
           folder: Path | None = None, val_batches: list[Batch] = (), resume: bool = False,
-          fingerprint: dict | None = None) -> TrainResult:
+          fingerprint: dict | None = None, parallel: Parallel = Parallel()) -> TrainResult:
     """Train `model` in place on `batches_for_epoch(epoch)` (deterministic per epoch, so a resume can skip ahead).
 
     `folder` receives checkpoints/, train_log.jsonl and best weights; None trains without writing anything.
+    With several processes (`parallel`), each passes its own share of the batches; rank 0 alone writes.
     """
-    model.to(device).train()
+    model.train()
+    forward = parallel.wrap(model, partial(token_loss_sum, precision=config.precision, device=device), device)
     batches, batches_epoch = batches_for_epoch(0), 0  # every epoch has as many batches as this one
     steps_per_epoch = math.ceil(len(batches) / config.grad_accum)
     total = config.max_steps or math.ceil(config.epochs * steps_per_epoch)
@@ -173,17 +194,19 @@ def train(model, batches_for_epoch: Callable[[int], list[Batch]], config: TrainC
     scaler = grad_scaler(config.precision, device)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     fingerprint = {**(fingerprint or {}), "total_steps": total, "grad_accum": config.grad_accum,
+                   "processes": parallel.world_size, "fsdp": parallel.fsdp,
                    "trainable": {n: list(p.shape) for n, p in model.named_parameters() if p.requires_grad}}
     progress, saved = Progress(), None
     if resume:
-        saved = ckpt.latest_checkpoint(folder) if folder is not None else None
+        saved = parallel.run_on_main(lambda: ckpt.latest_checkpoint(folder)) if folder is not None else None
         if saved is None:
             raise ValueError(f"--resume: no checkpoint in {folder}/{ckpt.CHECKPOINT_DIR}; run without --resume")
-        progress = Progress(**ckpt.load_checkpoint(saved, model, optimizer, scheduler, scaler, fingerprint))
+        progress = Progress(**dist_checkpoint.load_checkpoint(parallel, saved, model, optimizer, scheduler, scaler,
+                                                              fingerprint))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    log = TrainLog(folder, resume_step=progress.step)
-    bar = tqdm(total=total, initial=progress.step, disable=not config.progress_bar, desc="training")
+    log = TrainLog(folder if parallel.main else None, resume_step=progress.step)
+    bar = tqdm(total=total, initial=progress.step, disable=not (config.progress_bar and parallel.main), desc="training")
     with StopOnInterrupt() as stop:
         while progress.step < total and not stop.requested:
             tick = time.perf_counter()
@@ -191,15 +214,16 @@ def train(model, batches_for_epoch: Callable[[int], list[Batch]], config: TrainC
                 batches, batches_epoch = batches_for_epoch(progress.epoch), progress.epoch
             micro = batches[progress.position:progress.position + config.grad_accum]
             lr = scheduler.get_last_lr()[0]
-            loss, grad_norm = backward_micro_batches(model, micro, optimizer, scaler, params, config, device)
+            loss, grad_norm = backward_micro_batches(forward, micro, optimizer, scaler, params, config, device, parallel)
             if config.precision != "fp16" and not (math.isfinite(loss) and math.isfinite(grad_norm)):
                 raise NonFiniteLoss(
                     f"step {progress.step + 1}: the loss is {loss} (gradient norm {grad_norm}); training stopped "
                     f"before updating the weights. Last good checkpoint: {saved or 'none yet'}. Try a lower --lr, "
                     f"or --precision fp32")
             skipped = apply_update(optimizer, scheduler, scaler)
+            stop.requested = parallel.any(stop.requested)  # Ctrl-C reaches processes at different moments
 
-            tokens = sum(int(b["attention_mask"].sum() + (b["labels"] != -100).sum()) for b in micro)
+            tokens = parallel.total(sum(int(b["attention_mask"].sum() + (b["labels"] != -100).sum()) for b in micro))
             progress.step, progress.position = progress.step + 1, progress.position + len(micro)
             progress.tokens, progress.skipped_steps = progress.tokens + tokens, progress.skipped_steps + skipped
             progress.losses.append(loss)
@@ -215,9 +239,12 @@ def train(model, batches_for_epoch: Callable[[int], list[Batch]], config: TrainC
 
             last = progress.step == total
             if val_batches and (epoch_end or last or (config.eval_every and progress.step % config.eval_every == 0)):
-                validate_and_keep_best(model, val_batches, progress, config.precision, device, folder, log)
+                validate_and_keep_best(model, val_batches, progress, config.precision, device, folder, log, forward,
+                                       parallel)
             progress.train_seconds += time.perf_counter() - tick
             if folder is not None and (last or stop.requested or (config.save_every and progress.step % config.save_every == 0)):
-                saved = ckpt.save_checkpoint(folder, model, optimizer, scheduler, scaler, asdict(progress), fingerprint)
+                saved = dist_checkpoint.save_checkpoint(parallel, folder, model, optimizer, scheduler, scaler,
+                                                        asdict(progress), fingerprint)
     bar.close()
-    return TrainResult(progress, total, stop.requested and progress.step < total, saved, peak_memory_mb(device))
+    return TrainResult(progress, total, stop.requested and progress.step < total, saved,
+                       parallel.max(peak_memory_mb(device)))  # the largest process's: what must fit

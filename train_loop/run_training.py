@@ -8,20 +8,27 @@ slow starts; the other folders are imported where they are used.
 Default learning rates follow the seeds (FACTS.md): LoRA 1e-3; full fine-tuning 1e-4 for small models
 (d_model <= 512, flan-t5-small) and 1e-5 for base and larger. The model saved and evaluated at the end is the one
 with the lowest validation loss (the Trainer's `load_best_model_at_end=True`).
+
+Under `torchrun` the same function runs in every process (train_loop/distributed.py): each trains on its share of
+every batch and summarises its share of the dialogues; rank 0 alone prepares the folder, prints and writes.
 """
 from __future__ import annotations
 
-import shutil
+import os
+import re
 import time
 from pathlib import Path
 
 import torch
 
 from train_loop import checkpoint as ckpt
+from train_loop import dist_checkpoint, distributed
+from train_loop.distributed import Parallel
 from train_loop.log import CURVE_FILE, LOG_FILE, plot_loss_curve
 from train_loop.loop import TrainConfig, train
 from train_loop.optim import OptimConfig
 from train_loop.precision import resolve_precision
+from train_loop.run_folder import check_disk_space, prepare_folder, save_model
 
 
 def default_lr(mode: str, d_model: int) -> float:
@@ -46,6 +53,10 @@ def check_args(args) -> None:
         raise ValueError(f"--lora-alpha {args.lora_alpha} / --lora-dropout {args.lora_dropout}: need alpha > 0, 0 <= dropout < 1")
     if args.merge and args.mode != "lora":
         raise ValueError("--merge merges a LoRA adapter: use it with --mode lora")
+    processes = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's; checked here, before any process waits on another
+    if args.batch_size % processes:
+        raise ValueError(f"--batch-size {args.batch_size} is the global batch: it must split evenly over the "
+                         f"{processes} processes")
 
 
 def training_config(args, lr: float, precision: str) -> TrainConfig:
@@ -65,45 +76,8 @@ def run_fingerprint(args, lr: float, precision: str) -> dict:
     return {**{k: getattr(args, k) for k in keys}, "lr": lr, "precision": precision, "lora": lora}
 
 
-def prepare_folder(args) -> Path:
-    """The run folder, refusing to overwrite another run, and to resume from nothing or from another run."""
-    from eval.results import prepare_output_dir
-
-    out = prepare_output_dir(args.output_dir or Path("runs") / args.mode, overwrite=args.overwrite, resume=args.resume)
-    try:  # os.access says yes to root even on a read-only file system: write something to be sure
-        (out / ".write_test").write_bytes(b"")
-        (out / ".write_test").unlink()
-    except OSError as err:
-        raise PermissionError(f"--output-dir {out} is not writable ({err.strerror}); choose another folder") from err
-    latest = ckpt.latest_checkpoint(out)
-    if args.resume and latest is None:
-        raise ValueError(f"--resume: {out}/{ckpt.CHECKPOINT_DIR} holds no checkpoint; run without --resume")
-    if args.resume:
-        saved = ckpt.read_fingerprint(latest)
-        for key in ("mode", "model"):
-            if saved.get(key) != getattr(args, key):
-                raise ValueError(f"--resume: checkpoint {latest} is from --mode {saved.get('mode')} --model "
-                                 f"{saved.get('model')}; this run is --mode {args.mode} --model {args.model}")
-    elif latest is not None and not args.overwrite:
-        raise ValueError(f"--output-dir {out} holds checkpoints of an unfinished run; pass --resume to continue it "
-                         f"or --overwrite to start over")
-    elif latest is not None:
-        shutil.rmtree(out / ckpt.CHECKPOINT_DIR)
-    return out
-
-
-def check_disk_space(out: Path, trainable: int, total: int, mode: str) -> None:
-    """Fail before training, not at the first checkpoint: fp32 weights + two AdamW moments, twice (old and new
-    checkpoint during a save), the best weights, and the final model (full) or adapter (LoRA)."""
-    need = 4 * (3 * trainable * 2 + trainable + (total if mode == "full" else trainable))
-    free = shutil.disk_usage(out).free
-    if free < need:
-        raise ValueError(f"--output-dir {out}: {free / 2**20:,.0f} MiB free, this run needs about "
-                         f"{need / 2**20:,.0f} MiB for checkpoints and the final model; free space or choose another folder")
-
-
-def encoded_batches(args, tokenizer, split: str, max_samples):
-    """(encoded examples, function epoch -> list of collated batches) for one split."""
+def encoded_batches(args, tokenizer, split: str, max_samples, parallel: Parallel = Parallel()):
+    """(encoded examples, function epoch -> list of this process's collated batches) for one split."""
     from prompting.dialogsum import load_split
     from train_loop.batching import collate, length_grouped_batches
     from train_loop.tokenize import encode_for_training
@@ -114,73 +88,103 @@ def encoded_batches(args, tokenizer, split: str, max_samples):
     lengths = [len(ids) for ids in enc.input_ids]
 
     def batches_for_epoch(epoch: int) -> list[dict]:
-        groups = length_grouped_batches(lengths, args.batch_size, seed=args.seed, epoch=epoch)
+        groups = length_grouped_batches(lengths, args.batch_size, seed=args.seed, epoch=epoch, rank=parallel.rank,
+                                        world_size=parallel.world_size)
         return [collate([enc.input_ids[i] for i in g], [enc.labels[i] for i in g], pad_id=tokenizer.pad_token_id)
                 for g in groups]
     return enc, batches_for_epoch
 
 
-def folder_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+def build_model(args):
+    """The model to train: pretrained (or random with --random-init), with LoRA injected in --mode lora."""
+    from prompting.model import build_random_init, load_pretrained
 
-
-def save_model(args, model, tokenizer, out: Path) -> int:
-    """Full: a `save_pretrained` folder transformers loads. LoRA: the adapter in peft's format. Returns its bytes."""
-    if args.mode == "full":
-        model.save_pretrained(out / "model")
-        tokenizer.save_pretrained(out / "model")
-        return folder_bytes(out / "model")
-    from lora.checkpoint import save_adapter
-
-    save_adapter(model, out / "adapter", base_model_name_or_path=args.model)
-    return folder_bytes(out / "adapter")
-
-
-def run(args) -> dict:
-    check_args(args)
-    from prompting.model import build_random_init, count_parameters, load_pretrained, load_tokenizer, resolve_device
-
-    device = resolve_device(args.device)
-    precision = resolve_precision(args.precision, device)
-    out = prepare_folder(args)
-
-    tokenizer = load_tokenizer(args.model)
     model = build_random_init(args.model, seed=args.seed) if args.random_init else load_pretrained(args.model)
-    lr = args.lr or default_lr(args.mode, model.config.d_model)
-    config = training_config(args, lr, precision)
     torch.manual_seed(args.seed)
     if args.mode == "lora":
         from lora.inject import add_lora
 
         add_lora(model, targets=tuple(t.strip() for t in args.lora_targets.split(",")), r=args.lora_r,
                  alpha=args.lora_alpha, dropout=args.lora_dropout, use_rslora=args.rslora)
-    trainable, total = count_parameters(model)
-    check_disk_space(out, trainable, total, args.mode)
-    print(f"{args.mode} fine-tuning of {args.model}: {trainable:,} of {total:,} parameters trainable; "
-          f"lr {lr:g}{'' if args.lr else ' (default)'}, {precision}, batch {args.batch_size} x {args.grad_accum}, "
-          f"{device.type}; writing to {out}")
+    return model
 
-    _, batches_for_epoch = encoded_batches(args, tokenizer, "train", args.max_train_samples)
-    _, val_batches_for_epoch = encoded_batches(args, tokenizer, "validation", args.max_val_samples)
+
+def run(args) -> dict:
+    """Train, evaluate and write the run folder; returns the metrics (on every process)."""
+    check_args(args)
+    from prompting.model import resolve_device
+
+    parallel, device = distributed.start(resolve_device(args.device), fsdp=args.fsdp)
+    try:
+        return train_and_evaluate(args, parallel, device)
+    except Exception as err:
+        if not (parallel.distributed and distributed.lost_peer(err)):
+            raise
+        raise distributed.PeerLost(stopped_message(args, parallel, err)) from err
+    finally:
+        distributed.stop(parallel)
+
+
+def stopped_message(args, parallel: Parallel, err: BaseException) -> str:
+    """What rank 0 says when the run lost a process: what the backend saw, who tells more, what to do now."""
+    latest = ckpt.latest_checkpoint(Path(args.output_dir or Path("runs") / args.mode)) if parallel.main else None
+    seen = re.sub(r"^\[[^\]]*\] ", "", (str(err).strip().splitlines() or [type(err).__name__])[0])  # gloo's source line
+    return (f"the run on {parallel.world_size} processes stopped ({seen.split('. ')[0][:200]}). When another process "
+            f"failed, torchrun's report names it and shows its error. "
+            + (f"The last complete checkpoint is {latest}: rerun the same command with --resume to continue"
+               if latest else "No checkpoint was written yet: rerun the same command"))
+
+
+def train_and_evaluate(args, parallel: Parallel, device: torch.device) -> dict:
+    from prompting.model import count_parameters, load_tokenizer
+
+    precision = resolve_precision(args.precision, device)
+    out = parallel.run_on_main(lambda: prepare_folder(args, parallel))
+
+    tokenizer = load_tokenizer(args.model)
+    model = build_model(args)
+    lr = args.lr or default_lr(args.mode, model.config.d_model)
+    config = training_config(args, lr, precision)
+    trainable, total = count_parameters(model)
+    parallel.run_on_main(lambda: check_disk_space(out, trainable, total, args.mode))
+    if parallel.main:
+        shares = f" on {parallel.world_size} processes ({args.batch_size // parallel.world_size} each)"
+        print(f"{args.mode} fine-tuning of {args.model}: {trainable:,} of {total:,} parameters trainable; "
+              f"lr {lr:g}{'' if args.lr else ' (default)'}, {precision}, batch {args.batch_size} x {args.grad_accum}"
+              f"{shares if parallel.distributed else ''}{', FSDP' if parallel.fsdp else ''}, {device.type}; "
+              f"writing to {out}")
+
+    _, batches_for_epoch = encoded_batches(args, tokenizer, "train", args.max_train_samples, parallel)
+    _, val_batches_for_epoch = encoded_batches(args, tokenizer, "validation", args.max_val_samples, parallel)
     result = train(model, batches_for_epoch, config, device, folder=out, val_batches=val_batches_for_epoch(0),
-                   resume=args.resume, fingerprint=run_fingerprint(args, lr, precision))
-    plot_loss_curve(out / LOG_FILE, out / CURVE_FILE, title=f"{args.mode}: {args.model}")
+                   resume=args.resume, fingerprint=run_fingerprint(args, lr, precision), parallel=parallel)
+    if parallel.main:
+        plot_loss_curve(out / LOG_FILE, out / CURVE_FILE, title=f"{args.mode}: {args.model}")
     if result.interrupted:
-        print(f"stopped after step {result.progress.step}; checkpoint {result.checkpoint}; --resume continues")
+        if parallel.main:
+            print(f"stopped after step {result.progress.step}; checkpoint {result.checkpoint}; --resume continues")
         raise KeyboardInterrupt
-    if result.progress.skipped_steps:
+    if result.progress.skipped_steps and parallel.main:
         print(f"fp16: the GradScaler skipped {result.progress.skipped_steps} of {result.progress.step} steps "
               f"(inf/NaN gradients); see train_log.jsonl")
-    ckpt.load_best(out, model)
-    artifact_bytes = save_model(args, model, tokenizer, out)
+    if parallel.fsdp:  # generation needs whole weights: a fresh, unsharded model with the trained ones (sharding.py)
+        final = dist_checkpoint.trainable_weights(model)
+        model = build_model(args).to(device)
+        dist_checkpoint.send_weights(parallel, model, final)
+    dist_checkpoint.load_best(parallel, out, model)
+    artifact_bytes = parallel.run_on_main(lambda: save_model(args, model, tokenizer, out))
     return evaluate_and_finish(args, model, tokenizer, out, device, result, {
         "train_seconds": round(result.progress.train_seconds, 1), "trainable_params": trainable,
         "total_params": total, "peak_memory_mb": round(result.peak_memory_mb, 1), "artifact_bytes": artifact_bytes,
-    }, lr, precision)
+    }, lr, precision, parallel)
 
 
-def evaluate_and_finish(args, model, tokenizer, out: Path, device, result, sizes: dict, lr: float, precision: str) -> dict:
-    """Summaries of the evaluation split by the best model, ROUGE, and the run's metrics.json."""
+def evaluate_and_finish(args, model, tokenizer, out: Path, device, result, sizes: dict, lr: float, precision: str,
+                        parallel: Parallel = Parallel()) -> dict:
+    """Summaries of the evaluation split by the best model, ROUGE, and the run's metrics.json.
+
+    On N processes each summarises every N-th dialogue, in batches of --batch-size / N; rank 0 gathers them back
+    in order and scores them all: one ROUGE, as one process would compute it."""
     from eval.results import finish_run
     from prompting.dialogsum import load_split
     from prompting.generate import generate_summaries
@@ -189,13 +193,15 @@ def evaluate_and_finish(args, model, tokenizer, out: Path, device, result, sizes
     examples = load_split(args.data, args.split, max_samples=args.max_eval_samples, seed=args.seed)
     prompts = [zero_shot_prompt(ex.dialogue) for ex in examples]
     start = time.perf_counter()
-    predictions = generate_summaries(model, tokenizer, prompts, batch_size=args.batch_size,
-                                     max_new_tokens=args.max_new_tokens, device=device,
-                                     max_input_tokens=args.max_input_tokens)
+    mine = generate_summaries(model, tokenizer, parallel.share(prompts), batch_size=args.batch_size // parallel.world_size,
+                              max_new_tokens=args.max_new_tokens, device=device, max_input_tokens=args.max_input_tokens,
+                              progress=parallel.main)
+    predictions = parallel.gather_shares(mine)
     p = result.progress
     info = {"mode": args.mode, "model": args.model, "random_init": args.random_init, "data": args.data,
             "split": args.split, "device": device.type, "precision": precision, "lr": lr,
-            "batch_size": args.batch_size, "grad_accum": args.grad_accum, "steps": p.step,
+            "batch_size": args.batch_size, "grad_accum": args.grad_accum, "processes": parallel.world_size,
+            "fsdp": parallel.fsdp, "steps": p.step,
             "final_train_loss": p.losses[-1] if p.losses else None, "best_val_loss": p.best_val_loss,
             "best_step": p.best_step,  # tokens/s over the whole training time, validation and checkpoints included:
             "tokens_per_s": round(p.tokens / max(p.train_seconds, 1e-9), 1),
@@ -203,10 +209,13 @@ def evaluate_and_finish(args, model, tokenizer, out: Path, device, result, sizes
     if args.mode == "lora":
         info["lora"] = {"r": args.lora_r, "alpha": args.lora_alpha, "dropout": args.lora_dropout,
                         "targets": args.lora_targets, "rslora": args.rslora}
-        if args.merge:
+
+    def finish() -> dict:  # rank 0
+        if args.mode == "lora" and args.merge:
             from lora.inject import unload_lora
 
             merged = unload_lora(model, merge=True)
             merged.save_pretrained(out / "merged_model")
             tokenizer.save_pretrained(out / "merged_model")
-    return finish_run(out, examples, prompts, predictions, info, use_stemmer=args.stemmer)
+        return finish_run(out, examples, prompts, predictions, info, use_stemmer=args.stemmer)
+    return parallel.run_on_main(finish)

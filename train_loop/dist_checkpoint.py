@@ -1,0 +1,89 @@
+"""Checkpoints when N processes train one model: every process helps gather, rank 0 writes, rank 0 reads and sends.
+
+The file is checkpoint.py's (same keys, same atomic write, same fingerprint check), with two differences:
+
+* weights and AdamW state are whole tensors keyed by parameter name, from `torch.distributed.checkpoint`'s
+  `get_model_state_dict` / `get_optimizer_state_dict` with `full_state_dict=True`. Under FSDP each process holds
+  slices and gathering them is a collective every process joins; under DDP every process already holds it all.
+  Either way the file is the same, whatever the sharding.
+* "rng" holds every process's RNG states (each draws its own dropout masks): process r restores entry r.
+
+Only rank 0 touches the disk: on --resume it reads the file and `set_*_state_dict(broadcast_from_rank0=True)`
+sends every process its part, so the output folder need not be shared between machines. A checkpoint written by
+N processes resumes on N processes only (the fingerprint holds N): the data shares and the RNG states depend on it.
+Every function here is a collective: all processes call it at the same point. With one process they are
+checkpoint.py's functions.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
+                                                     set_model_state_dict, set_optimizer_state_dict)
+
+from train_loop import checkpoint as ckpt
+from train_loop.distributed import Parallel
+
+GATHER = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)  # whole, on rank 0's CPU
+SEND = StateDictOptions(full_state_dict=True, cpu_offload=True, broadcast_from_rank0=True, strict=False)
+
+
+def trainable_weights(model) -> dict[str, torch.Tensor]:
+    """Whole trainable weights on rank 0 (empty elsewhere). `ignore_frozen_params` keeps the tied embedding
+    (shared with `encoder/decoder.embed_tokens`) even when it is frozen: the name filter drops it."""
+    names = {name for name, p in model.named_parameters() if p.requires_grad}
+    return {name: t for name, t in get_model_state_dict(model, options=GATHER).items() if name in names}
+
+
+def save_checkpoint(par: Parallel, folder: Path, model, optimizer, scheduler, scaler, progress: dict,
+                    fingerprint: dict) -> Path:
+    if not par.distributed:
+        return ckpt.save_checkpoint(folder, model, optimizer, scheduler, scaler, progress, fingerprint)
+    state = {"weights": trainable_weights(model), "optimizer": get_optimizer_state_dict(model, optimizer, options=GATHER),
+             "rng": par.gather(ckpt.rng_state())}
+    return par.run_on_main(lambda: ckpt.write_checkpoint(folder, {
+        **state, "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "progress": progress,
+        "fingerprint": fingerprint}))
+
+
+def load_checkpoint(par: Parallel, path: Path, model, optimizer, scheduler, scaler, fingerprint: dict) -> dict:
+    """Restore the live objects of every process from rank 0's file; return the progress record."""
+    if not par.distributed:
+        return ckpt.load_checkpoint(path, model, optimizer, scheduler, scaler, fingerprint)
+    state = {}  # the whole checkpoint, on rank 0 only
+
+    def read() -> dict:  # rank 0; the small parts go to every process by pickle, the tensors below by broadcast
+        state.update(ckpt.read_checkpoint(path, fingerprint))
+        return {key: state[key] for key in ("scheduler", "scaler", "progress", "rng")}
+
+    small = par.run_on_main(read)
+    set_model_state_dict(model, state.get("weights", {}), options=SEND)
+    set_optimizer_state_dict(model, optimizer, state.get("optimizer", {}), options=SEND)
+    scheduler.load_state_dict(small["scheduler"])
+    scaler.load_state_dict(small["scaler"])
+    ckpt.set_rng_state(small["rng"][par.rank])
+    return small["progress"]
+
+
+def save_best(par: Parallel, folder: Path, model) -> None:
+    if not par.distributed:
+        return ckpt.save_best(folder, model)
+    weights = trainable_weights(model)
+    par.run_on_main(lambda: ckpt.write_best(folder, weights))
+
+
+def load_best(par: Parallel, folder: Path, model) -> bool:
+    """Rank 0 reads the best weights and sends them to every process (a model that is not sharded)."""
+    if not par.distributed:
+        return ckpt.load_best(folder, model)
+    path = ckpt.best_path(folder)
+    if not par.run_on_main(path.is_file):
+        return False
+    send_weights(par, model, torch.load(path, map_location="cpu", weights_only=True) if par.main else {})
+    return True
+
+
+def send_weights(par: Parallel, model, weights: dict[str, torch.Tensor]) -> None:
+    """Rank 0's `weights` (some of the model's, by name) into `model` on every process."""
+    set_model_state_dict(model, weights, options=SEND)
