@@ -120,14 +120,14 @@ def summary(result) -> str:
 
 
 def show_project_logs() -> None:
-    """Settings and warnings from the project's modules go through `logging`; show them as plain lines."""
-    handler = logging.StreamHandler()
+    """Settings and warnings from the project's modules go through `logging`; show them as plain lines on the
+    stderr of this call (replacing the handler of an earlier call, whose stream may be gone)."""
+    handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     for package in ("lora", "prompting", "train_loop", "eval"):
         logger = logging.getLogger(package)
-        if not logger.handlers:
-            logger.addHandler(handler)
-            logger.setLevel(logging.INFO)
+        logger.handlers = [handler]
+        logger.setLevel(logging.INFO)
 
 
 def use_local_cache_if_offline(args: argparse.Namespace) -> None:

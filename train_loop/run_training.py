@@ -96,17 +96,18 @@ def encoded_batches(args, tokenizer, split: str, max_samples, parallel: Parallel
 
 
 def build_model(args):
-    """The model to train: pretrained (or random with --random-init), with LoRA injected in --mode lora."""
-    from prompting.model import build_random_init, load_pretrained
+    """(model, tokenizer): pretrained (or random with --random-init), with LoRA injected in --mode lora.
+    Loading goes through the prompting modes' loader, so a missing folder or an unreachable hub reads the same."""
+    from prompting.run_prompting import load_model_and_tokenizer
 
-    model = build_random_init(args.model, seed=args.seed) if args.random_init else load_pretrained(args.model)
+    model, tokenizer = load_model_and_tokenizer(args.model, args.random_init, args.seed)
     torch.manual_seed(args.seed)
     if args.mode == "lora":
         from lora.inject import add_lora
 
         add_lora(model, targets=tuple(t.strip() for t in args.lora_targets.split(",")), r=args.lora_r,
                  alpha=args.lora_alpha, dropout=args.lora_dropout, use_rslora=args.rslora)
-    return model
+    return model, tokenizer
 
 
 def run(args) -> dict:
@@ -136,13 +137,12 @@ def stopped_message(args, parallel: Parallel, err: BaseException) -> str:
 
 
 def train_and_evaluate(args, parallel: Parallel, device: torch.device) -> dict:
-    from prompting.model import count_parameters, load_tokenizer
+    from prompting.model import count_parameters
 
     precision = resolve_precision(args.precision, device)
     out = parallel.run_on_main(lambda: prepare_folder(args, parallel))
 
-    tokenizer = load_tokenizer(args.model)
-    model = build_model(args)
+    model, tokenizer = build_model(args)
     lr = args.lr or default_lr(args.mode, model.config.d_model)
     config = training_config(args, lr, precision)
     trainable, total = count_parameters(model)
@@ -169,7 +169,7 @@ def train_and_evaluate(args, parallel: Parallel, device: torch.device) -> dict:
               f"(inf/NaN gradients); see train_log.jsonl")
     if parallel.fsdp:  # generation needs whole weights: a fresh, unsharded model with the trained ones (sharding.py)
         final = dist_checkpoint.trainable_weights(model)
-        model = build_model(args).to(device)
+        model = build_model(args)[0].to(device)
         dist_checkpoint.send_weights(parallel, model, final)
     dist_checkpoint.load_best(parallel, out, model)
     artifact_bytes = parallel.run_on_main(lambda: save_model(args, model, tokenizer, out))
@@ -188,10 +188,11 @@ def evaluate_and_finish(args, model, tokenizer, out: Path, device, result, sizes
     from eval.results import finish_run
     from prompting.dialogsum import load_split
     from prompting.generate import generate_summaries
-    from prompting.templates import zero_shot_prompt
+    from prompting.prompts import build_prompts
 
     examples = load_split(args.data, args.split, max_samples=args.max_eval_samples, seed=args.seed)
-    prompts = [zero_shot_prompt(ex.dialogue) for ex in examples]
+    # The zero-shot prompt the model was trained on, cut inside the template as in training (train_loop/tokenize.py)
+    prompts = build_prompts(examples, tokenizer, shots=0, seed=args.seed, max_tokens=args.max_input_tokens).prompts
     start = time.perf_counter()
     mine = generate_summaries(model, tokenizer, parallel.share(prompts), batch_size=args.batch_size // parallel.world_size,
                               max_new_tokens=args.max_new_tokens, device=device, max_input_tokens=args.max_input_tokens,
