@@ -62,6 +62,7 @@ def run_trainer(model, tokenizer, prompts, summaries, *, recipe, lora, steps, ba
     collator = _CountingCollator(DataCollatorForSeq2Seq(tokenizer, model=None, label_pad_token_id=-100))
 
     step_ends: list[float] = []
+    step_cpu_ends: list[float] = []  # this process's CPU time: what contention from other jobs does not inflate
     losses: list[float] = []
 
     class _Clock(TrainerCallback):
@@ -69,6 +70,7 @@ def run_trainer(model, tokenizer, prompts, summaries, *, recipe, lora, steps, ba
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             step_ends.append(time.perf_counter())
+            step_cpu_ends.append(time.process_time())
 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "loss" in logs:
@@ -80,5 +82,7 @@ def run_trainer(model, tokenizer, prompts, summaries, *, recipe, lora, steps, ba
     # The dataloader may build one batch ahead; step i consumed batch i.
     timed = slice(warmup_steps_timed, steps)
     seconds = step_ends[steps - 1] - step_ends[warmup_steps_timed - 1]
+    cpu_seconds = step_cpu_ends[steps - 1] - step_cpu_ends[warmup_steps_timed - 1]
     tokens = sum(collator.real_tokens[timed])
-    return {"losses": losses, "seconds": seconds, "real_tokens": tokens, "tokens_per_s": tokens / seconds}
+    return {"losses": losses, "seconds": seconds, "cpu_seconds": cpu_seconds, "real_tokens": tokens,
+            "tokens_per_s": tokens / seconds}

@@ -4,7 +4,8 @@ What one optimiser step does, and what transformers 5.23's `Trainer` does for th
 
 1. Take the next `grad_accum` micro-batches of the epoch (fewer for the last step of an epoch, as the Trainer does).
 2. Count the label tokens of *all* of them, N (`Trainer._get_num_items_in_batch`: `labels.ne(-100).sum()`).
-3. For each micro-batch: forward under autocast, loss = (summed cross-entropy of its label tokens) / N, backward.
+3. For each micro-batch: forward under autocast, loss = (summed cross-entropy of its label tokens) / N, backward
+   (train_loop/loss.py: the vocabulary projection runs on the label tokens only, not on padding).
    The gradients add up to the gradient of the mean loss per token over the whole step, exactly as if the
    micro-batches were one big batch. This is what the Trainer means to do: it passes `num_items_in_batch=N` into
    the model so the model's loss becomes sum / N, and then does *not* divide by `grad_accum`. But T5's forward
@@ -36,7 +37,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from train_loop import checkpoint as ckpt
@@ -44,8 +44,9 @@ from train_loop import dist_checkpoint
 from train_loop.distributed import Parallel, plain
 from train_loop.interrupt import StopOnInterrupt
 from train_loop.log import TrainLog, peak_memory_mb
+from train_loop.loss import token_loss_sum
 from train_loop.optim import OptimConfig, build_optimizer, build_scheduler
-from train_loop.precision import autocast, grad_scaler
+from train_loop.precision import grad_scaler
 
 Batch = dict[str, torch.Tensor]  # input_ids (B, S), attention_mask (B, S), labels (B, T) with -100 at padding
 
@@ -100,16 +101,6 @@ class TrainResult:
     interrupted: bool
     checkpoint: Path | None
     peak_memory_mb: float
-
-
-def token_loss_sum(model, batch: Batch, precision: str, device: torch.device) -> torch.Tensor:
-    """Summed cross-entropy over the label tokens of one micro-batch, in fp32. Shape: () ."""
-    labels = batch["labels"]                                              # (B, T), -100 at padding
-    decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels)  # (B, T): [pad, y1, ..., y_T-1]
-    with autocast(precision, device):
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       decoder_input_ids=decoder_input_ids).logits       # (B, T, V)
-    return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum")
 
 
 def validation_loss(model, batches: list[Batch], precision: str, device: torch.device, forward=None,

@@ -70,12 +70,14 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, config: OptimConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters: one fused kernel on CUDA, `foreach` (batched tensor ops) elsewhere."""
+    """AdamW over the trainable parameters, as one fused kernel (CUDA and CPU; the Trainer's default optimiser,
+    `adamw_torch_fused`, is the same). The fused kernel reads and writes each parameter, gradient and moment
+    once; `foreach` makes a pass over all of them per elementwise op. On flan-t5-small (77M parameters, one CPU
+    thread) an update takes about 0.15 s fused against 0.8 s foreach (bench/RESULTS.md, "Training")."""
     groups = parameter_groups(model, config.weight_decay)
     if not any(group["params"] for group in groups):
         raise ValueError("the model has no trainable parameters (did LoRA injection freeze everything?)")
-    kernel = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps, **kernel)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps, fused=True)
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str = "linear") -> float:
