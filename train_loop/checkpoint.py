@@ -14,6 +14,9 @@ Atomic: the file is written as `*.pt.tmp`, flushed to the disk (fsync), then ren
 `os.replace`, which POSIX makes atomic. A process killed mid-write (even `kill -9`) leaves at worst a `.tmp`
 file that `latest_checkpoint` ignores; every `step-*.pt` is complete. Older checkpoints are deleted only after the
 new one is in place.
+
+Several processes (torchrun) write the same file through dist_checkpoint.py: rank 0 writes, every process helps
+gather the weights, and the RNG entry holds one state per process.
 """
 from __future__ import annotations
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
@@ -180,6 +181,12 @@ def start(device: torch.device, fsdp: bool = False, timeout: timedelta = TIMEOUT
             raise ValueError("--fsdp shards the model over several processes: launch run.py with "
                              "torchrun --nproc_per_node N (N >= 2)")
         return Parallel(), device
+    if fsdp:
+        try:
+            from torch.distributed.fsdp import fully_shard  # noqa: F401
+        except ImportError as err:
+            raise ValueError(f"--fsdp needs FSDP2 (torch.distributed.fsdp.fully_shard, torch >= 2.6); this is torch "
+                             f"{torch.__version__}") from err
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     backend = "gloo"
     if device.type == "cuda":
@@ -191,14 +198,16 @@ def start(device: torch.device, fsdp: bool = False, timeout: timedelta = TIMEOUT
         backend = "cpu:gloo,cuda:nccl"
     if not dist.is_initialized():
         dist.init_process_group(backend, timeout=timeout)
-    signal.signal(signal.SIGTERM, _stopped_by_torchrun)
+    if threading.current_thread() is threading.main_thread():  # Python lets only the main thread set handlers
+        signal.signal(signal.SIGTERM, _stopped_by_torchrun)
     return Parallel(rank, world_size, fsdp), device
 
 
 def stop(parallel: Parallel) -> None:
     if parallel.distributed and dist.is_initialized():
         dist.destroy_process_group()
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _stopped_by_torchrun(signum, frame):

@@ -1,0 +1,85 @@
+"""Two processes against one: how close the training is, and how fast.
+
+    python bench/distributed.py equivalence   # narrow flan-t5 (d_model 64), 4 steps: largest differences, 1 vs 2
+    python bench/distributed.py throughput    # flan-t5-small, 10 steps of 8 dialogues: tokens/s, 1 vs 2 processes
+
+Both run `run.py` itself: one process as `python run.py`, two as `torchrun --standalone --nproc_per_node 2 run.py`
+(gloo on the CPU). `equivalence` compares what tests/test_distributed.py asserts on (logged losses and gradient
+norms, saved weights), with LoRA and full fine-tuning, DDP and `--fsdp`, global batch 8 (4 per process) and
+accumulation 2, fp32 and no dropout. `throughput` reads tokens/s from each run's metrics.json (real tokens over the
+whole training time, validation and checkpoints included) and the median of the per-step figures in
+train_log.jsonl, for one process with one thread, two processes with one thread each, and one process with two
+threads (the fair comparison on a 2-core machine: the same cores, shared by threads instead of processes).
+"""
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from tests.conftest import DATA_DIR, SMALL_DIR  # noqa: E402
+from tests.test_distributed import NARROW, flags, losses, max_difference, weights  # noqa: E402
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+
+def sh(command: list[str], threads: int = 1) -> None:
+    subprocess.run(command, cwd=REPO, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+
+
+def equivalence(root: Path) -> None:
+    model_dir = root / "narrow-flan-t5"
+    model_dir.mkdir()
+    for name in ("spiece.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(SMALL_DIR / name, model_dir / name)
+    (model_dir / "config.json").write_text(json.dumps({**json.loads((SMALL_DIR / "config.json").read_text()), **NARROW}))
+
+    def argv(mode: str, name: str, *extra: str) -> list[str]:
+        return ["--mode", mode, *flags(model_dir, root / name, *(("--lora-dropout", "0") if mode == "lora" else ()), *extra)]
+
+    commands = []
+    for mode in ("lora", "full"):
+        sh([sys.executable, "run.py", *argv(mode, f"one-{mode}")])
+        commands += [{"argv": argv(mode, f"ddp-{mode}")}, {"argv": argv(mode, f"fsdp-{mode}", "--fsdp")}]
+    (root / "commands.json").write_text(json.dumps(commands))
+    sh([*TORCHRUN, "tests/dist_worker.py", str(root / "commands.json")])
+    print("two processes against one (4 steps, batch 8 = 4 + 4, accumulation 2, fp32, no dropout):")
+    print("run        | max |loss diff| | max rel. grad-norm diff | max |weight diff|")
+    for mode in ("lora", "full"):
+        one = root / f"one-{mode}"
+        for kind in ("ddp", "fsdp"):
+            two = root / f"{kind}-{mode}"
+            loss = max(abs(a - b) for a, b in zip(losses(one), losses(two), strict=True))
+            norm = max(abs(a - b) / b for a, b in zip(losses(two, "grad_norm"), losses(one, "grad_norm"), strict=True))
+            print(f"{kind:4} {mode:5} | {loss:.2e}        | {norm:.2e}                | "
+                  f"{max_difference(weights(two), weights(one)):.2e}")
+
+
+def throughput(root: Path) -> None:
+    common = ["--model", str(SMALL_DIR), "--random-init", "--data", str(DATA_DIR), "--max-train-samples", "160",
+              "--max-val-samples", "16", "--max-eval-samples", "4", "--max-new-tokens", "16", "--max-steps", "10",
+              "--batch-size", "8", "--device", "cpu", "--precision", "fp32"]
+    setups = {"1 process, 1 thread": ([sys.executable, "run.py"], 1),
+              "2 processes, 1 thread each": ([*TORCHRUN, "run.py"], 1),
+              "1 process, 2 threads": ([sys.executable, "run.py"], 2)}
+    print("flan-t5-small (random weights), 10 steps of 8 dialogues, fp32, CPU:")
+    print("mode | setup                      | tokens/s (metrics.json) | median step tokens/s | train seconds")
+    for mode in ("lora", "full"):
+        for name, (launcher, threads) in setups.items():
+            out = root / f"{mode}-{name.replace(' ', '-').replace(',', '')}"
+            sh([*launcher, "--mode", mode, *common, "--output-dir", str(out)], threads)
+            metrics = json.loads((out / "metrics.json").read_text())
+            steps = statistics.median(losses(out, "tokens_per_s"))
+            print(f"{mode:4} | {name:26} | {metrics['tokens_per_s']:23.0f} | {steps:20.0f} | {metrics['train_seconds']}")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] not in (["equivalence"], ["throughput"]):
+        sys.exit(__doc__)
+    with tempfile.TemporaryDirectory() as tmp:
+        {"equivalence": equivalence, "throughput": throughput}[sys.argv[1]](Path(tmp))
