@@ -1,0 +1,94 @@
+"""Where a training step's time goes: torch.profiler over a few steps of our loop, full or LoRA.
+
+    python bench/profile_train.py --mode full --steps 3 --variant ours
+
+Same work as bench/bench_train.py (a seeded shuffle of DialogSum train, zero-shot prompt -> first summary,
+flan-t5-small architecture with random weights, length-grouped batches), one torch thread by default. After two
+warm-up steps, times `--steps` steps without the profiler (seconds per step, real tokens/s), then profiles the same
+steps again and prints the operators by self CPU time and the shares of matrix products, casts and copies,
+dropout masks and the optimiser.
+
+`--variant` picks how dropout and attention run: `sdpa` (transformers' default: SDPA attention, `nn.Dropout`),
+`eager` (transformers' eager attention, `nn.Dropout`) or `ours` (train_loop/fast_dropout.py, what run.py uses on CPU).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+from torch.profiler import ProfilerActivity, profile  # noqa: E402
+
+from bench.train_sides import LORA, LR, MAX_GRAD_NORM, WEIGHT_DECAY  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=str(REPO.parent / "shared" / "models" / "flan-t5-small"))
+    p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "dialogsum"))
+    p.add_argument("--mode", choices=("full", "lora"), default="full")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="bf16")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--steps", type=int, default=3, help="timed, then profiled, steps (after 2 warm-up steps)")
+    p.add_argument("--variant", choices=("sdpa", "eager", "ours"), default="ours", help="attention and dropout")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rows", type=int, default=30, help="operators to list")
+    p.add_argument("--seed", type=int, default=42)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from prompting.model import build_random_init, load_tokenizer
+    from train_loop import loop
+    from train_loop.optim import OptimConfig
+    from train_loop.run_training import encoded_batches
+
+    model = build_random_init(args.model, seed=args.seed)
+    torch.manual_seed(args.seed)
+    if args.mode == "lora":
+        from lora.inject import add_lora
+
+        add_lora(model, targets=("q", "v"), **LORA)
+    if args.variant == "ours":
+        from train_loop.fast_dropout import use_fast_dropout
+
+        use_fast_dropout(model, torch.device("cpu"))
+    else:
+        model.set_attn_implementation(args.variant)
+    ns = SimpleNamespace(data=args.data, seed=args.seed, batch_size=args.batch_size, max_input_tokens=512,
+                         max_target_tokens=128)
+    _, batches_for_epoch = encoded_batches(ns, load_tokenizer(args.model), "train", (args.steps + 2) * args.batch_size)
+    batches = batches_for_epoch(0)
+    config = loop.TrainConfig(optim=OptimConfig(lr=LR[args.mode], weight_decay=WEIGHT_DECAY), max_steps=2,
+                              max_grad_norm=MAX_GRAD_NORM, precision=args.precision, progress_bar=False)
+    cpu = torch.device("cpu")
+    loop.train(model, lambda epoch: batches[:2], config, cpu)  # warm-up: allocator, oneDNN kernels
+    config = loop.TrainConfig(optim=config.optim, max_steps=args.steps, max_grad_norm=MAX_GRAD_NORM,
+                              precision=args.precision, progress_bar=False)
+    timed = batches[2:2 + args.steps]
+    tokens = sum(int(b["attention_mask"].sum() + (b["labels"] != -100).sum()) for b in timed)
+    start = time.perf_counter()
+    loop.train(model, lambda epoch: timed, config, cpu)
+    seconds = time.perf_counter() - start
+    print(f"{args.mode}, {args.variant}, {args.precision}: {args.steps} steps (batches {[tuple(b['input_ids'].shape) for b in timed]})"
+          f" in {seconds:.2f} s = {seconds / args.steps:.2f} s per step, {tokens / seconds:.0f} real tokens/s")
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        loop.train(model, lambda epoch: timed, config, cpu)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    print(events.table(sort_by="self_cpu_time_total", row_limit=args.rows))
+    groups = {"matmul": ("mm", "bmm", "addmm", "linear", "matmul", "mkldnn"), "copy/cast": ("copy_", "to", "_to_copy"),
+              "dropout masks": ("bernoulli_", "random_"), "optimiser": ("_fused_adamw", "adamw")}
+    for name, keys in groups.items():
+        share = sum(e.self_cpu_time_total for e in events if any(e.key.removeprefix("aten::").startswith(k) for k in keys))
+        print(f"{name:<14}{share / total:6.1%} of self CPU time")
+    print(f"total self CPU time {total / 1e6:.2f} s over {args.steps} steps")
+
+
+if __name__ == "__main__":
+    main()
