@@ -14,9 +14,11 @@ element, kept for the backward), divides the mask by 1 - p, and only then multip
 
 `fast_dropout` below computes the same formula with less work around the random numbers:
 
-* one 64-bit draw gives two 32-bit numbers u (a draw costs about what a 32-bit one does);
-* m = (u >= p * 2**32): Bernoulli(1 - p) up to 2**-32 (torch.rand's floats resolve 2**-24);
-* the mask stays boolean (1 byte per element) for the backward, which is where(m, dy / (1 - p), 0).
+* one 64-bit draw gives two 32-bit numbers u (a 64-bit draw costs about what a 32-bit one does: measured,
+  drawing the words for 1.2M elements takes 1.2 ms where torch.rand takes 3.6 ms and bernoulli_ 7 ms);
+* m = (u >= p * 2**32), compared as signed integers: Bernoulli(1 - p) up to 2**-32 (torch.rand's floats resolve
+  2**-24);
+* the mask m / (1 - p) is made once in x's dtype and kept for the backward, which is dy * mask, as torch's.
 
 The random numbers come from torch's default generator, so `torch.manual_seed` makes runs repeatable and a
 checkpoint's saved generator state makes a resumed run continue the same masks. They are *different* numbers
