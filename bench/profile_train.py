@@ -9,7 +9,7 @@ steps again and prints the operators by self CPU time and the shares of matrix p
 dropout masks and the optimiser.
 
 `--variant` picks how dropout and attention run: `sdpa` (transformers' default: SDPA attention, `nn.Dropout`),
-`eager` (transformers' eager attention, `nn.Dropout`) or `ours` (train_loop/fast_dropout.py, what run.py uses on CPU).
+`eager` (transformers' eager attention, `nn.Dropout`) or `ours` (train_loop/cpu_kernels.py: what run.py uses on CPU).
 """
 from __future__ import annotations
 
@@ -55,9 +55,9 @@ def main() -> None:
 
         add_lora(model, targets=("q", "v"), **LORA)
     if args.variant == "ours":
-        from train_loop.fast_dropout import use_fast_dropout
+        from train_loop.cpu_kernels import use_cpu_kernels
 
-        use_fast_dropout(model, torch.device("cpu"))
+        use_cpu_kernels(model, torch.device("cpu"))
     else:
         model.set_attn_implementation(args.variant)
     ns = SimpleNamespace(data=args.data, seed=args.seed, batch_size=args.batch_size, max_input_tokens=512,

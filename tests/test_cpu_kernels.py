@@ -1,14 +1,15 @@
-"""train_loop/fast_dropout.py: the same dropout as nn.Dropout (keep rate, scaling, gradient), and a model whose
-dropout and attention were swapped computes what transformers' T5 computes."""
+"""train_loop/cpu_kernels.py: the same dropout as nn.Dropout (keep rate, scaling, gradient), and a model whose
+dropout, attention and GELU were swapped computes what transformers' T5 computes."""
 import copy
 
 import pytest
 import torch
 from torch import nn
+from transformers.activations import NewGELUActivation
 
 from lora.inject import add_lora
 from tests.train_helpers import random_batches, tiny_model
-from train_loop.fast_dropout import ATTENTION, FastDropout, fast_dropout, keep_mask, use_fast_dropout
+from train_loop.cpu_kernels import ATTENTION, FastDropout, fast_dropout, keep_mask, use_cpu_kernels
 from train_loop.loss import token_loss_sum
 
 CPU = torch.device("cpu")
@@ -66,20 +67,22 @@ def test_impossible_probability_is_refused():
         fast_dropout(torch.ones(3), 1.0)
 
 
-def test_swap_reaches_every_dropout_of_t5_and_lora_and_routes_attention():
+def test_swap_reaches_every_dropout_and_gelu_of_t5_and_lora_and_routes_attention():
     model = tiny_model(dropout_rate=0.1)
     add_lora(model, targets=("q", "v"), r=4, alpha=8, dropout=0.05)
-    before = sum(type(m) is nn.Dropout for m in model.modules())
-    assert use_fast_dropout(model, CPU) == before > 0
-    assert not any(type(m) is nn.Dropout for m in model.modules())
+    dropouts = sum(type(m) is nn.Dropout for m in model.modules())
+    gelus = sum(type(m) is NewGELUActivation for m in model.modules())
+    assert use_cpu_kernels(model, CPU) == {"dropout": dropouts, "gelu": gelus} and dropouts > 0 and gelus == 4
+    assert not any(type(m) in (nn.Dropout, NewGELUActivation) for m in model.modules())
     assert {m.p for m in model.modules() if isinstance(m, FastDropout)} == {0.1, 0.05}
     assert model.config._attn_implementation == ATTENTION
 
 
 def test_training_on_cuda_is_left_alone():
     model = tiny_model(dropout_rate=0.1)
-    assert use_fast_dropout(model, torch.device("cuda")) == 0
+    assert use_cpu_kernels(model, torch.device("cuda")) == {"dropout": 0, "gelu": 0}
     assert any(type(m) is nn.Dropout for m in model.modules())
+    assert any(type(m) is NewGELUActivation for m in model.modules())
     assert model.config._attn_implementation != ATTENTION
 
 
@@ -87,7 +90,7 @@ def test_swapped_model_computes_what_transformers_t5_computes_loss_and_gradients
     """Dropout 0 (so no randomness): our attention function must equal transformers' default attention."""
     theirs = tiny_model(dropout_rate=0.0).double()  # float64: differences would be real, not rounding
     ours = copy.deepcopy(theirs)
-    use_fast_dropout(ours, CPU)
+    use_cpu_kernels(ours, CPU)
     for batch in random_batches(2):
         losses = []
         for model in (theirs, ours):
@@ -103,7 +106,7 @@ def test_swapped_model_computes_what_transformers_t5_computes_loss_and_gradients
 def test_swapped_model_in_eval_mode_generates_the_same_tokens():
     theirs = tiny_model(dropout_rate=0.1).eval()
     ours = copy.deepcopy(theirs)
-    use_fast_dropout(ours, CPU)
+    use_cpu_kernels(ours, CPU)
     ids = torch.randint(2, 128, (3, 9))
     kwargs = dict(do_sample=False, max_new_tokens=6, min_new_tokens=6)
     assert torch.equal(theirs.generate(input_ids=ids, **kwargs), ours.eval().generate(input_ids=ids, **kwargs))
