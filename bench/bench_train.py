@@ -51,6 +51,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--threads", type=int, default=1, help="torch threads in every side (0: torch's default)")
     p.add_argument("--sides", default=",".join(f"{s}:{m}" for s, m in SIDES), help="e.g. ours:full,trainer-best:full")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="run the whole list of sides this many times, interleaved; each side's median run is reported")
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP count (it reruns our timed batches)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # "side:mode" or "matmul": run one, print JSON
     return p.parse_args(argv)
@@ -127,12 +129,23 @@ def main() -> None:
     print(f"work: {Path(args.model).name} random weights, {args.steps * args.batch_size} DialogSum train examples "
           f"(seed {args.seed}), batch {args.batch_size}, {args.steps} steps ({args.seeds_steps} for seeds), "
           f"first {args.warmup} not timed; device {'cuda' if torch.cuda.is_available() else 'cpu'}")
-    results = {}
-    for side, mode in sides:
-        results[(side, mode)] = r = spawn(args, f"{side}:{mode}")
-        print(f"  {side} {mode}: {r['real_tokens'] / r['seconds']:.1f} real tokens/s "
-              f"({r['real_tokens'] / r['cpu_seconds']:.1f} per CPU-second), "
-              f"losses {' '.join(f'{x:.3f}' for x in r['losses'])}", flush=True)
+    runs: dict[tuple, list] = {side: [] for side in sides}
+    for repeat in range(args.repeats):  # interleaved, so a slow spell of the machine hits every side alike
+        for side, mode in sides:
+            runs[(side, mode)].append(r := spawn(args, f"{side}:{mode}"))
+            print(f"  {side} {mode}{f' (run {repeat + 1})' if args.repeats > 1 else ''}: "
+                  f"{r['real_tokens'] / r['seconds']:.1f} real tokens/s "
+                  f"({r['real_tokens'] / r['cpu_seconds']:.1f} per CPU-second), "
+                  f"losses {' '.join(f'{x:.3f}' for x in r['losses'])}", flush=True)
+    results = {side: sorted(rs, key=lambda r: r["real_tokens"] / r["seconds"])[(len(rs) - 1) // 2]
+               for side, rs in runs.items()}  # the median run (the lower middle one for an even count)
+    if args.repeats > 1:
+        for mode in ("full", "lora"):
+            for other in ("trainer-best", "seeds"):
+                if ("ours", mode) in runs and (other, mode) in runs:
+                    pairs = [a["real_tokens"] / a["seconds"] / (b["real_tokens"] / b["seconds"])
+                             for a, b in zip(runs[("ours", mode)], runs[(other, mode)])]
+                    print(f"{mode}: ours / {other} run by run: {', '.join(f'{x:.2f}x' for x in pairs)}")
     report(args, results, spawn(args, "matmul"))
 
 

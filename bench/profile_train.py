@@ -14,6 +14,7 @@ dropout masks and the optimiser.
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import time
 from pathlib import Path
@@ -37,11 +38,16 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--steps", type=int, default=3, help="timed, then profiled, steps (after 2 warm-up steps)")
     p.add_argument("--variant", choices=("sdpa", "eager", "ours"), default="ours", help="attention and dropout")
+    p.add_argument("--keep-freed-memory", choices=("on", "off"), default="on", help="train_loop/cpu_memory.py")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--rows", type=int, default=30, help="operators to list")
+    p.add_argument("--rows", type=int, default=30, help="operators to list (0: time only, no profile)")
     p.add_argument("--seed", type=int, default=42)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.keep_freed_memory == "on":
+        from train_loop.cpu_memory import keep_freed_memory
+
+        keep_freed_memory()
 
     from prompting.model import build_random_init, load_tokenizer
     from train_loop import loop
@@ -72,11 +78,15 @@ def main() -> None:
                               precision=args.precision, progress_bar=False)
     timed = batches[2:2 + args.steps]
     tokens = sum(int(b["attention_mask"].sum() + (b["labels"] != -100).sum()) for b in timed)
-    start = time.perf_counter()
+    faults, start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
     loop.train(model, lambda epoch: timed, config, cpu)
     seconds = time.perf_counter() - start
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
     print(f"{args.mode}, {args.variant}, {args.precision}: {args.steps} steps (batches {[tuple(b['input_ids'].shape) for b in timed]})"
-          f" in {seconds:.2f} s = {seconds / args.steps:.2f} s per step, {tokens / seconds:.0f} real tokens/s")
+          f" in {seconds:.2f} s = {seconds / args.steps:.2f} s per step, {tokens / seconds:.0f} real tokens/s, "
+          f"{faults / args.steps:,.0f} minor page faults per step (keep-freed-memory {args.keep_freed_memory})")
+    if args.rows == 0:  # timing only
+        return
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         loop.train(model, lambda epoch: timed, config, cpu)
     events = prof.key_averages()
