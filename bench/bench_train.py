@@ -2,7 +2,7 @@
 machine's limit our training runs.
 
     python bench/bench_train.py --model ../shared/models/flan-t5-small --data ../shared/data/dialogsum \
-        --batch-size 8 --steps 30
+        --batch-size 8 --steps 30 --repeats 2
 
 The work: the first steps x batch examples of a seeded shuffle of DialogSum train (zero-shot prompt -> first
 summary), the architecture of `--model` with random weights (throughput does not depend on them), the same
@@ -10,10 +10,13 @@ hyper-parameters on every side: batch 8, AdamW lr 1e-4 (full) or 1e-3 (LoRA r=32
 and v), weight decay 0.01, clipping at 1.0, linear decay without warmup, one epoch.
 
 Sides, each in a fresh process one after the other (bench/train_sides.py), so that each one's peak memory is its own:
-* ours: train_loop.loop.train as `run.py` drives it, `--precision auto` (bf16 autocast on CPU and bf16 GPUs);
+* ours: train_loop.loop.train as `run.py` drives it, `--precision auto` (bf16 autocast on CPU and bf16 GPUs),
+  with train_loop/cpu_kernels.py and train_loop/cpu_memory.py on CPU;
 * trainer-best: Seq2SeqTrainer (+ peft) with dynamic padding, `group_by_length`, bf16 where the device has it;
 * seeds: Seq2SeqTrainer, fp32, everything padded to 512/128 (the course notebooks). It is slow, so it runs
   `--seeds-steps` steps on the first examples of the same shuffle.
+`--repeats N` runs the list of sides N times, interleaved, and reports each side's median run and the ratio of
+each of our runs to the other stack's run in the same repeat: this machine's speed drifts over minutes.
 Throughput = real (non-padding) input + label tokens of the timed steps / their seconds; the first `--warmup`
 steps of each side are not timed.
 
@@ -55,7 +58,10 @@ def parse_args(argv=None):
                    help="run the whole list of sides this many times, interleaved; each side's median run is reported")
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP count (it reruns our timed batches)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # "side:mode" or "matmul": run one, print JSON
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.repeats < 1 or args.steps <= args.warmup or args.seeds_steps <= args.warmup:
+        p.error(f"need --repeats >= 1 and --steps, --seeds-steps above --warmup {args.warmup}")
+    return args
 
 
 def worker(args) -> dict:
