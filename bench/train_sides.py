@@ -39,14 +39,12 @@ def work_examples(data: str, count: int, seed: int):
 
 
 def run_ours(model_dir, data, mode, steps, batch_size, warmup, seed, count_flops=True) -> dict:
-    """Our loop exactly as `run.py --mode full|lora` drives it (run_training.encoded_batches, use_cpu_kernels,
-    keep_freed_memory, loop.train), with no run folder. Step times come from the loop's own log records, taken as each is written."""
+    """Our loop exactly as `run.py --mode full|lora` drives it (run_training.encoded_batches,
+    speed_up_on_cpu, loop.train), with no run folder. Step times come from the loop's own log records, taken as each is written."""
     from train_loop import loop
-    from train_loop.cpu_kernels import use_cpu_kernels
-    from train_loop.cpu_memory import keep_freed_memory
     from train_loop.optim import OptimConfig
     from train_loop.precision import resolve_precision
-    from train_loop.run_training import encoded_batches
+    from train_loop.run_training import encoded_batches, speed_up_on_cpu
 
     dev = device()
     tokenizer = load_tokenizer(model_dir)
@@ -56,9 +54,7 @@ def run_ours(model_dir, data, mode, steps, batch_size, warmup, seed, count_flops
         from lora.inject import add_lora
 
         add_lora(model, targets=("q", "v"), **LORA)
-    use_cpu_kernels(model, dev)
-    if dev.type == "cpu":
-        keep_freed_memory()
+    speed_up_on_cpu(model, dev)
     args = SimpleNamespace(data=data, seed=seed, batch_size=batch_size, max_input_tokens=512, max_target_tokens=128)
     _, batches_for_epoch = encoded_batches(args, tokenizer, "train", steps * batch_size)
     precision = resolve_precision("auto", dev)

@@ -110,6 +110,17 @@ def build_model(args):
     return model, tokenizer
 
 
+def speed_up_on_cpu(model, device: torch.device) -> None:
+    """On CPU only: the same math in fewer passes (train_loop/cpu_kernels.py), and freed pages reused instead of
+    faulted in fresh every step (train_loop/cpu_memory.py). bench/train_sides.py calls this too."""
+    from train_loop.cpu_kernels import use_cpu_kernels
+    from train_loop.cpu_memory import keep_freed_memory
+
+    use_cpu_kernels(model, device)
+    if device.type == "cpu":
+        keep_freed_memory()
+
+
 def run(args) -> dict:
     """Train, evaluate and write the run folder; returns the metrics (on every process)."""
     check_args(args)
@@ -138,16 +149,12 @@ def stopped_message(args, parallel: Parallel, err: BaseException) -> str:
 
 def train_and_evaluate(args, parallel: Parallel, device: torch.device) -> dict:
     from prompting.model import count_parameters
-    from train_loop.cpu_kernels import use_cpu_kernels
-    from train_loop.cpu_memory import keep_freed_memory
 
     precision = resolve_precision(args.precision, device)
     out = parallel.run_on_main(lambda: prepare_folder(args, parallel))
 
     model, tokenizer = build_model(args)
-    use_cpu_kernels(model, device)  # CPU only: the same math in fewer passes (train_loop/cpu_kernels.py)
-    if device.type == "cpu":
-        keep_freed_memory()  # reuse freed pages instead of faulting in fresh ones every step (cpu_memory.py)
+    speed_up_on_cpu(model, device)
     lr = args.lr or default_lr(args.mode, model.config.d_model)
     config = training_config(args, lr, precision)
     trainable, total = count_parameters(model)
