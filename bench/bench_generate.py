@@ -48,7 +48,7 @@ from bench import generate_sides as sides  # noqa: E402
 from lora.inject import add_lora, lora_layers, merge_lora  # noqa: E402
 from prompting.dialogsum import load_split  # noqa: E402
 from prompting.model import build_random_init, load_tokenizer  # noqa: E402
-from prompting.templates import zero_shot_prompt  # noqa: E402
+from prompting.prompts import zero_shot_prompt  # noqa: E402
 
 LOOP, BF16 = "seeds' loop", "ours, bf16 model"
 

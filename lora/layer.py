@@ -29,11 +29,11 @@ from torch import nn
 def check_hyperparameters(r, alpha, dropout) -> None:
     """Raise a ValueError naming the bad argument; called before anything in a model is changed."""
     if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
-        raise ValueError(f"LoRA rank r must be a positive integer, got r={r!r}")
+        raise ValueError(f"LoRA rank r must be a positive integer, got r={r!r} (--lora-r)")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
-        raise ValueError(f"LoRA alpha must be a positive number, got alpha={alpha!r}")
+        raise ValueError(f"LoRA alpha must be a positive number, got alpha={alpha!r} (--lora-alpha)")
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-        raise ValueError(f"LoRA dropout must be in [0, 1), got dropout={dropout!r}")
+        raise ValueError(f"LoRA dropout must be in [0, 1), got dropout={dropout!r} (--lora-dropout)")
 
 
 class LoRALinear(nn.Module):
