@@ -98,3 +98,22 @@ def test_the_machine_is_described_by_model_and_features(monkeypatch):
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx2": True, "amx_tile": True})
     assert cpu_features() == {"AVX2": True, "AVX-512": False, "AVX512-BF16": False, "AMX": True}
     assert "has AVX2, AMX; lacks AVX-512, AVX512-BF16" in describe_machine("cpu")
+
+
+def test_a_prompting_run_records_its_precision_and_why(tmp_path, monkeypatch, caplog):
+    import json
+
+    import run
+    from tests.conftest import DATA_DIR, SMALL_DIR
+
+    fake(monkeypatch)  # a CPU with AVX2 only
+    out = tmp_path / "zero-shot"
+    with caplog.at_level(logging.INFO):
+        assert run.main(["--mode", "zero-shot", "--model", str(SMALL_DIR), "--random-init", "--data", str(DATA_DIR),
+                         "--max-eval-samples", "2", "--max-new-tokens", "2", "--device", "cpu",
+                         "--output-dir", str(out)]) == 0
+    reason = "fp32: this CPU has no native bf16 (no AVX512-BF16/AMX)"
+    assert reason in caplog.text  # the start line
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["precision"], metrics["precision_reason"]) == ("fp32", reason)
+    assert metrics["machine"].startswith("CPU ")
