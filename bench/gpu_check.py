@@ -3,7 +3,8 @@
     python bench/gpu_check.py --models-dir ../shared/models --data ../shared/data/dialogsum
     python bench/gpu_check.py --device cpu --tiny     # the same sections as a smoke run on a CPU, narrow models
 
-The models are the flan-t5-small and flan-t5-base architectures from `--models-dir` (config and tokenizer; the
+The models are the flan-t5-small and flan-t5-base architectures from `--models-dir` (default: $SHARED_DIR/models,
+else shared/models in or beside the checkout; config and tokenizer; the
 weights are random, `--random-init`), so nothing is downloaded. Each section is caught apart: an error is printed
 and the next section runs; the exit code is 1 if any section failed, 2 if there is no GPU (without --device cpu).
 
@@ -44,11 +45,18 @@ NARROW = dict(d_model=64, d_ff=128, num_heads=2, d_kv=32, num_layers=1, num_deco
 TOKENIZER_FILES = ("spiece.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
+def shared_dir() -> Path:
+    """Where the model folders and data are by default: $SHARED_DIR, else shared/ in or beside the checkout."""
+    candidates = [Path(os.environ["SHARED_DIR"])] if os.environ.get("SHARED_DIR") else []
+    candidates += [REPO / "shared", REPO.parent / "shared"]
+    return next((c for c in candidates if c.is_dir()), candidates[-1])
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models-dir", default=str(REPO.parent / "shared" / "models"),
+    p.add_argument("--models-dir", default=str(shared_dir() / "models"),
                    help="folder holding flan-t5-small/ and flan-t5-base/ (config.json and tokenizer files)")
-    p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "dialogsum"))
+    p.add_argument("--data", default=str(shared_dir() / "data" / "dialogsum"))
     p.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     p.add_argument("--tiny", action="store_true", help="narrow models and a few steps: a smoke run of the script")
     p.add_argument("--steps", type=int, default=30, help="timed training steps per side (section 6)")
