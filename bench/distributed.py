@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO))
 from safetensors.torch import load_file  # noqa: E402
 
 from train_loop.log import LOG_FILE, read_log  # noqa: E402
+from train_loop.machine import describe_machine  # noqa: E402
 
 SMALL_DIR = REPO.parent / "shared" / "models" / "flan-t5-small"
 DATA_DIR = REPO.parent / "shared" / "data" / "dialogsum"
@@ -107,5 +108,6 @@ def throughput(root: Path) -> None:
 if __name__ == "__main__":
     if sys.argv[1:] not in (["equivalence"], ["throughput"]):
         sys.exit(__doc__)
+    print(f"machine: {describe_machine('cpu')}; precision: fp32 on every side (--precision fp32)")
     with tempfile.TemporaryDirectory() as tmp:
         {"equivalence": equivalence, "throughput": throughput}[sys.argv[1]](Path(tmp))

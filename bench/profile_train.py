@@ -35,7 +35,8 @@ def main() -> None:
     p.add_argument("--model", default=str(REPO.parent / "shared" / "models" / "flan-t5-small"))
     p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "dialogsum"))
     p.add_argument("--mode", choices=("full", "lora"), default="full")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="bf16")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto: bf16 only where the CPU computes it natively (train_loop/precision.py)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--steps", type=int, default=3, help="timed, then profiled, steps (after 2 warm-up steps)")
     p.add_argument("--variant", choices=("sdpa", "eager", "ours"), default="ours", help="attention and dropout")
@@ -53,8 +54,12 @@ def main() -> None:
     from prompting.model import build_random_init, load_tokenizer
     from train_loop import loop
     from train_loop.data import batches_by_epoch
+    from train_loop.machine import describe_machine
+    from train_loop.precision import choose_precision
     from train_loop.step import label_tokens
 
+    precision, reason = choose_precision(args.precision, torch.device("cpu"))
+    print(f"machine: {describe_machine('cpu')}\nprecision: {reason}")
     lora, settings = run_py_settings(args.mode, args.model)
     model = build_random_init(args.model, seed=args.seed)
     torch.manual_seed(args.seed)
@@ -70,7 +75,7 @@ def main() -> None:
         model.set_attn_implementation(args.variant)
     examples = work_examples(args.data, (args.steps + 2) * args.batch_size, args.seed)
     batches = batches_by_epoch(examples, load_tokenizer(args.model), args.batch_size, args.seed)(0)
-    config = replace(settings, max_steps=2, precision=args.precision, progress_bar=False)
+    config = replace(settings, max_steps=2, precision=precision, progress_bar=False)
     cpu = torch.device("cpu")
     loop.train(model, lambda epoch: batches[:2], config, cpu)  # warm-up: allocator, oneDNN kernels
     config = replace(config, max_steps=args.steps)
@@ -80,7 +85,7 @@ def main() -> None:
     loop.train(model, lambda epoch: timed, config, cpu)
     seconds = time.perf_counter() - start
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
-    print(f"{args.mode}, {args.variant}, {args.precision}: {args.steps} steps (batches {[tuple(b['input_ids'].shape) for b in timed]})"
+    print(f"{args.mode}, {args.variant}, {precision}: {args.steps} steps (batches {[tuple(b['input_ids'].shape) for b in timed]})"
           f" in {seconds:.2f} s = {seconds / args.steps:.2f} s per step, {tokens / seconds:.0f} real tokens/s, "
           f"{faults / args.steps:,.0f} minor page faults per step (keep-freed-memory {args.keep_freed_memory})")
     if args.rows == 0:  # timing only

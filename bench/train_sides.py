@@ -43,15 +43,16 @@ def work_examples(data: str, count: int, seed: int):
     return load_split(data, "train", max_samples=count, seed=seed)
 
 
-def run_ours(model_dir, data, mode, steps, batch_size, warmup, seed, count_flops=True) -> dict:
+def run_ours(model_dir, data, mode, steps, batch_size, warmup, seed, count_flops=True, precision="auto") -> dict:
     """Our loop as `run.py --mode full|lora` drives it (run.py's defaults, train_loop.data.batches_by_epoch,
     cpu_speed.speed_up_on_cpu on CPU, loop.train), with no run folder. Step times come from the loop's `on_step`
-    hook, called as each step's record is written."""
+    hook, called as each step's record is written. `precision` is the requested one ('auto', 'fp32', 'bf16'),
+    made concrete by train_loop/precision.py as run.py does."""
     from dataclasses import asdict
 
     from train_loop import loop
     from train_loop.data import batches_by_epoch
-    from train_loop.precision import resolve_precision
+    from train_loop.precision import choose_precision
 
     dev = device()
     lora, config = run_py_settings(mode, model_dir)
@@ -67,7 +68,7 @@ def run_ours(model_dir, data, mode, steps, batch_size, warmup, seed, count_flops
 
         speed_up_on_cpu(model)
     batches_for_epoch = batches_by_epoch(work_examples(data, steps * batch_size, seed), tokenizer, batch_size, seed)
-    precision = resolve_precision("auto", dev)
+    precision, _ = choose_precision(precision, dev)
     config = replace(config, max_steps=steps, precision=precision, progress_bar=False)
 
     records = []  # (time the step's record was written, CPU time, record)
@@ -100,8 +101,11 @@ def training_flops(model, batches, precision, dev) -> int:
     return counter.get_total_flops()
 
 
-def run_theirs(model_dir, data, mode, recipe, steps, batch_size, warmup, seed) -> dict:
-    """Seq2SeqTrainer (+ peft for LoRA) through bench/trainer_stack.py, on the same examples."""
+def run_theirs(model_dir, data, mode, recipe, steps, batch_size, warmup, seed, precision="auto") -> dict:
+    """Seq2SeqTrainer (+ peft for LoRA) through bench/trainer_stack.py, on the same examples, in the precision
+    train_loop/precision.py chooses for ours from the same request."""
+    from train_loop.precision import choose_precision
+
     from bench.trainer_stack import run_trainer
 
     examples = work_examples(data, steps * batch_size, seed)
@@ -111,7 +115,8 @@ def run_theirs(model_dir, data, mode, recipe, steps, batch_size, warmup, seed) -
     lora = {"lora_r": settings.r, "lora_alpha": settings.alpha, "lora_dropout": settings.dropout}
     out = run_trainer(model, load_tokenizer(model_dir), [zero_shot_prompt(e.dialogue) for e in examples],
                       [e.references[0] for e in examples], recipe=recipe, lora=mode == "lora", steps=steps,
-                      batch_size=batch_size, lr=config.optim.lr, warmup_steps_timed=warmup, seed=seed, **lora)
+                      batch_size=batch_size, lr=config.optim.lr, warmup_steps_timed=warmup, seed=seed,
+                      precision=choose_precision(precision, device())[0], **lora)
     out["peak_memory_mb"] = peak_memory_mb(device())
     return out
 

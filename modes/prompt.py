@@ -8,6 +8,7 @@ The steps, in the order a reader would do them by hand:
 """
 from __future__ import annotations
 
+import logging
 import time
 
 import torch
@@ -19,6 +20,10 @@ from prompting.generate import generate_summaries
 from prompting.model import count_parameters, load_model_and_tokenizer, resolve_device
 from prompting.prompts import build_prompts
 from train_loop.log import peak_memory_mb
+from train_loop.machine import describe_machine
+from train_loop.precision import choose_precision
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SHOTS = {"zero-shot": 0, "one-shot": 1, "few-shot": 3}
 
@@ -45,11 +50,14 @@ def run(args) -> dict:
                          "use --split validation or test")
     if shots and shots > len(train):
         raise ValueError(f"--shots {shots}: only {len(train)} train dialogues are available to draw shots from")
-    out = prepare_output_dir(output.folder, overwrite=output.overwrite)
     device = resolve_device(args.device)
+    precision, precision_reason = choose_precision(args.precision, device)
+    out = prepare_output_dir(output.folder, overwrite=output.overwrite)
 
     model, tokenizer = load_model_and_tokenizer(args.model, args.random_init, data.seed)
     model.to(device)
+    log.info("%s with %s on %s, %s; %s; writing to %s", args.mode, args.model, device, describe_machine(device),
+             precision_reason, out)
     prompt_set = build_prompts(examples, tokenizer, shots=shots, train=train, seed=data.seed,
                                max_tokens=data.max_input_tokens)
 
@@ -58,12 +66,13 @@ def run(args) -> dict:
     start = time.perf_counter()
     predictions = generate_summaries(model, tokenizer, prompt_set.prompts, batch_size=gen.batch_size,
                                      max_new_tokens=gen.max_new_tokens, device=device,
-                                     max_input_tokens=data.max_input_tokens)
+                                     max_input_tokens=data.max_input_tokens, precision=precision)
     seconds = time.perf_counter() - start
 
     info = {
         "model": str(args.model), "mode": args.mode, "random_init": bool(args.random_init), "data": str(data.source),
-        "split": data.split, "seed": data.seed, "device": str(device), "batch_size": gen.batch_size,
+        "split": data.split, "seed": data.seed, "device": str(device), "machine": describe_machine(device),
+        "precision": precision, "precision_reason": precision_reason, "batch_size": gen.batch_size,
         "max_new_tokens": gen.max_new_tokens, "max_input_tokens": data.max_input_tokens,
         "trainable_params": 0, "total_params": count_parameters(model)[1], "train_seconds": 0.0,
         "generation_seconds": round(seconds, 2), "peak_memory_mb": round(peak_memory_mb(device), 1),

@@ -28,7 +28,8 @@ from train_loop import checkpoint as ckpt
 from train_loop.data import batches_by_epoch, check_batch_split
 from train_loop.log import CURVE_FILE, LOG_FILE, plot_loss_curve
 from train_loop.loop import train
-from train_loop.precision import resolve_precision
+from train_loop.machine import describe_machine
+from train_loop.precision import choose_precision
 from train_loop.run_folder import check_disk_space, prepare_folder, save_model
 
 
@@ -82,7 +83,7 @@ def build_model(args, lora):
 
 def train_and_evaluate(args, c: dict, ddp, device) -> dict:
     main, world = (ddp.main, ddp.world_size) if ddp else (True, 1)
-    precision = resolve_precision(args.precision, device)
+    precision, precision_reason = choose_precision(args.precision, device)
     out = on_main(ddp, lambda: prepare_folder(c["out"].folder, args.mode, args.model, c["out"].overwrite,
                                               c["out"].resume, world, args.fsdp))
     model, tokenizer = build_model(args, c["lora"])
@@ -97,8 +98,8 @@ def train_and_evaluate(args, c: dict, ddp, device) -> dict:
     if main:
         shares = f" on {world} processes ({args.batch_size // world} each)" if ddp else ""
         print(f"{args.mode} fine-tuning of {args.model}: {trainable:,} of {total:,} parameters trainable; "
-              f"lr {lr:g}{'' if args.lr else ' (default)'}, {precision}, batch {args.batch_size} x {args.grad_accum}"
-              f"{shares}{', FSDP' if args.fsdp else ''}, {device.type}; writing to {out}")
+              f"lr {lr:g}{'' if args.lr else ' (default)'}, batch {args.batch_size} x {args.grad_accum}"
+              f"{shares}{', FSDP' if args.fsdp else ''}, {device.type}; {precision_reason}; writing to {out}")
 
     data, rank = c["data"], ddp.rank if ddp else 0
     batches = {split: batches_by_epoch(load_split(data.source, split, limit, data.seed), tokenizer, args.batch_size,
@@ -132,7 +133,8 @@ def train_and_evaluate(args, c: dict, ddp, device) -> dict:
     artifact_bytes = on_main(ddp, lambda: save_model(model, tokenizer, out, args.mode, args.model))
     p = result.progress
     info = {"mode": args.mode, "model": args.model, "random_init": args.random_init, "data": data.source,
-            "split": data.split, "device": device.type, "precision": precision, "lr": lr,
+            "split": data.split, "device": device.type, "machine": describe_machine(device), "precision": precision,
+            "precision_reason": precision_reason, "lr": lr,
             "batch_size": args.batch_size, "grad_accum": args.grad_accum, "processes": world, "fsdp": args.fsdp,
             "steps": p.step, "final_train_loss": p.losses[-1] if p.losses else None, "best_val_loss": p.best_val_loss,
             "best_step": p.best_step,  # tokens/s over the whole training time, validation and checkpoints included:
@@ -160,7 +162,7 @@ def evaluate(args, c: dict, model, tokenizer, out, device, info: dict, ddp) -> d
     mine = generate_summaries(model, tokenizer, ddp.share(prompts) if ddp else prompts,
                               batch_size=gen.batch_size // (ddp.world_size if ddp else 1),
                               max_new_tokens=gen.max_new_tokens, device=device, max_input_tokens=data.max_input_tokens,
-                              progress=ddp is None or ddp.main)
+                              progress=ddp is None or ddp.main, precision=info["precision"])
     predictions = ddp.gather_shares(mine) if ddp else mine
     info["generate_seconds"] = round(time.perf_counter() - start, 1)
 
