@@ -55,6 +55,21 @@ class OutputConfig:
     resume: bool = False
 
 
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a training run is told, by concern."""
+    data: DataConfig
+    gen: GenerationConfig
+    out: OutputConfig
+    lora: LoRAConfig
+    train: TrainConfig
+
+
+def run_config(args) -> RunConfig:
+    return RunConfig(data_config(args), generation_config(args), output_config(args), lora_config(args),
+                     train_config(args))
+
+
 def data_config(args) -> DataConfig:
     return DataConfig(args.data, args.split, args.seed, args.max_train_samples, args.max_val_samples,
                       args.max_eval_samples, args.max_input_tokens, args.max_target_tokens)

@@ -21,7 +21,7 @@ from dataclasses import asdict, replace
 
 import torch
 
-from modes.config import data_config, generation_config, lora_config, output_config, train_config
+from modes.config import RunConfig, run_config
 from prompting.dialogsum import load_split
 from prompting.model import count_parameters, load_model_and_tokenizer, resolve_device
 from train_loop import checkpoint as ckpt
@@ -44,8 +44,7 @@ def on_main(ddp, work):
 
 def run(args) -> dict:
     """Train, evaluate and write the run folder; returns the metrics (on every process)."""
-    c = dict(data=data_config(args), gen=generation_config(args), out=output_config(args), lora=lora_config(args),
-             train=train_config(args))
+    c = run_config(args)
     if args.merge and args.mode != "lora":
         raise ValueError("--merge merges a LoRA adapter: use it with --mode lora")
     processes = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's; checked before any process waits on another
@@ -65,7 +64,7 @@ def run(args) -> dict:
     except Exception as err:
         if not distributed.lost_peer(err):
             raise
-        raise distributed.peer_lost(err, ddp.world_size, ckpt.latest_checkpoint(c["out"].folder) if ddp.main else None) from err
+        raise distributed.peer_lost(err, ddp.world_size, ckpt.latest_checkpoint(c.out.folder) if ddp.main else None) from err
     finally:
         distributed.stop(ddp)
 
@@ -81,18 +80,18 @@ def build_model(args, lora):
     return model, tokenizer
 
 
-def train_and_evaluate(args, c: dict, ddp, device) -> dict:
+def train_and_evaluate(args, c: RunConfig, ddp, device) -> dict:
     main, world = (ddp.main, ddp.world_size) if ddp else (True, 1)
     precision, precision_reason = choose_precision(args.precision, device)
-    out = on_main(ddp, lambda: prepare_folder(c["out"].folder, args.mode, args.model, c["out"].overwrite,
-                                              c["out"].resume, world, args.fsdp))
-    model, tokenizer = build_model(args, c["lora"])
+    out = on_main(ddp, lambda: prepare_folder(c.out.folder, args.mode, args.model, c.out.overwrite,
+                                              c.out.resume, world, args.fsdp))
+    model, tokenizer = build_model(args, c.lora)
     if args.cpu_kernels and device.type == "cpu":
         from train_loop.cpu_speed import speed_up_on_cpu
 
         speed_up_on_cpu(model)
     lr = args.lr or default_lr(args.mode, model.config.d_model)
-    config = replace(c["train"], optim=replace(c["train"].optim, lr=lr), precision=precision)
+    config = replace(c.train, optim=replace(c.train.optim, lr=lr), precision=precision)
     trainable, total = count_parameters(model)
     on_main(ddp, lambda: check_disk_space(out, trainable, total, args.mode))
     if main:
@@ -101,7 +100,7 @@ def train_and_evaluate(args, c: dict, ddp, device) -> dict:
               f"lr {lr:g}{'' if args.lr else ' (default)'}, batch {args.batch_size} x {args.grad_accum}"
               f"{shares}{', FSDP' if args.fsdp else ''}, {device.type}; {precision_reason}; writing to {out}")
 
-    data, rank = c["data"], ddp.rank if ddp else 0
+    data, rank = c.data, ddp.rank if ddp else 0
     batches = {split: batches_by_epoch(load_split(data.source, split, limit, data.seed), tokenizer, args.batch_size,
                                        data.seed, data.max_input_tokens, data.max_target_tokens, rank, world)
                for split, limit in (("train", data.max_train_samples), ("validation", data.max_val_samples))}
@@ -111,9 +110,9 @@ def train_and_evaluate(args, c: dict, ddp, device) -> dict:
                    "tokens": [data.max_input_tokens, data.max_target_tokens],
                    "batch_size": args.batch_size, "precision": precision, "optim": asdict(config.optim),
                    "epochs": config.epochs, "max_grad_norm": config.max_grad_norm,
-                   "lora": asdict(c["lora"]) if args.mode == "lora" else None}
+                   "lora": asdict(c.lora) if args.mode == "lora" else None}
     result = train(model, batches["train"], config, device, folder=out, val_batches=batches["validation"](0),
-                   resume=c["out"].resume, fingerprint=fingerprint, ddp=ddp)
+                   resume=c.out.resume, fingerprint=fingerprint, ddp=ddp)
     if main:
         plot_loss_curve(out / LOG_FILE, out / CURVE_FILE, title=f"{args.mode}: {args.model}")
     if result.interrupted:
@@ -127,7 +126,7 @@ def train_and_evaluate(args, c: dict, ddp, device) -> dict:
         from train_loop.dist_checkpoint import send_weights, trainable_weights
 
         final = trainable_weights(model)
-        model = build_model(args, c["lora"])[0].to(device)
+        model = build_model(args, c.lora)[0].to(device)
         send_weights(model, final)
     (ddp.checkpoints if ddp else ckpt).load_best(out, model)
     artifact_bytes = on_main(ddp, lambda: save_model(model, tokenizer, out, args.mode, args.model))
@@ -141,11 +140,11 @@ def train_and_evaluate(args, c: dict, ddp, device) -> dict:
             "tokens_per_s": round(p.tokens / max(p.train_seconds, 1e-9), 1), "skipped_steps": p.skipped_steps,
             "train_seconds": round(p.train_seconds, 1), "trainable_params": trainable, "total_params": total,
             "peak_memory_mb": round(result.peak_memory_mb, 1), "artifact_bytes": artifact_bytes,
-            **({"lora": asdict(c["lora"])} if args.mode == "lora" else {})}
+            **({"lora": asdict(c.lora)} if args.mode == "lora" else {})}
     return evaluate(args, c, model, tokenizer, out, device, info, ddp)
 
 
-def evaluate(args, c: dict, model, tokenizer, out, device, info: dict, ddp) -> dict:
+def evaluate(args, c: RunConfig, model, tokenizer, out, device, info: dict, ddp) -> dict:
     """Summaries of the evaluation split by the best model, ROUGE, and the run's metrics.json.
 
     On N processes each summarises every N-th dialogue, in batches of --batch-size / N; rank 0 gathers them back
@@ -154,7 +153,7 @@ def evaluate(args, c: dict, model, tokenizer, out, device, info: dict, ddp) -> d
     from prompting.generate import generate_summaries
     from prompting.prompts import build_prompts
 
-    data, gen = c["data"], c["gen"]
+    data, gen = c.data, c.gen
     examples = load_split(data.source, data.split, max_samples=data.max_eval_samples, seed=data.seed)
     # The zero-shot prompt the model was trained on, cut inside the template as in training (train_loop/data.py)
     prompts = build_prompts(examples, tokenizer, shots=0, seed=data.seed, max_tokens=data.max_input_tokens).prompts

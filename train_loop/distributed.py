@@ -5,10 +5,9 @@ Nothing here is a cluster layer of our own: it is the wiring between this projec
 * `torchrun --nproc_per_node N run.py ...` starts N copies of run.py and gives each the environment variables
   RANK (0..N-1 over all machines), LOCAL_RANK (0.. on its machine), WORLD_SIZE (N), MASTER_ADDR and MASTER_PORT.
   `start` reads them and joins the process group: gloo on CPU, NCCL on CUDA (one GPU per process,
-  cuda:LOCAL_RANK; gloo beside it for the few CPU tensors). Without torchrun there is no WORLD_SIZE: one process,
-  no process group, and the run is exactly the single-process one.
+  cuda:LOCAL_RANK; gloo beside it for the few CPU tensors).
 * Every process builds the same model (same --seed; DDP also copies rank 0's weights to the others when it wraps
-  the model) and takes its share of every global batch (batching.py: `batch[rank::world_size]`).
+  the model) and takes its share of every global batch (data.py: `batch[rank::world_size]`).
 * The loss, and why each process multiplies its own by N. One process minimises L = (1/T) sum_t l_t over the T
   label tokens of an optimiser step (step.py's docstring). With N processes, process r holds the tokens S_r of
   its shares, and T = sum_r |S_r| is counted over all of them (an all-reduce of one integer). Process r
@@ -23,7 +22,7 @@ Nothing here is a cluster layer of our own: it is the wiring between this projec
 * Only rank 0 prints, logs and writes files; `PeerLost` turns a vanished process into one clear message.
 
 The single-process core (step.py, loop.py) takes this module's `Parallel` as its `ddp` argument and calls it in a
-few `if ddp:` lines; a run without torchrun never imports this file.
+few `if ddp:` lines. Without torchrun there is no WORLD_SIZE, and modes/train.py never imports this file.
 """
 from __future__ import annotations
 
@@ -168,13 +167,9 @@ class Parallel:
 
 
 def start(device: torch.device, fsdp: bool = False, timeout: timedelta = TIMEOUT) -> tuple[Parallel, torch.device]:
-    """Join the run torchrun started, or stay a single process when it did not; returns (who, which device)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
-        if fsdp:
-            raise ValueError("--fsdp shards the model over several processes: launch run.py with "
-                             "torchrun --nproc_per_node N (N >= 2)")
-        return Parallel(), device
+    """Join the run torchrun started (WORLD_SIZE > 1; modes/train.py calls this only then); returns (who, which
+    device)."""
+    world_size = int(os.environ["WORLD_SIZE"])
     if fsdp:
         try:
             from torch.distributed.fsdp import fully_shard  # noqa: F401
