@@ -2,7 +2,7 @@
 
 DialogSum (Chen et al. 2021, https://github.com/cylnlp/dialogsum) has 12,460 train, 500 validation ("dev") and
 500 test dialogues. Train and validation carry one human summary each, test carries three. The sources disagree
-on how they store that (../shared/FACTS.md, "What lives in this folder"):
+on how they store that (docs/NOTES.md, "DialogSum"):
 
 * the official release: `dialogsum.{train,dev,test}.jsonl`, test lines with `summary1..3` and `topic1..3`;
 * the hub copy `knkarthick/dialogsum`: columns `id, dialogue, summary, topic`, and a test split of 1,500 rows,
@@ -73,7 +73,7 @@ def load_hub(name: str, split: str) -> list[Example]:
     except ConnectionError as err:  # offline: datasets raises ConnectionError ("Couldn't reach ... on the Hub")
         raise ValueError(
             f"cannot reach the Hugging Face hub for {name!r} (this machine is offline?); "
-            "pass a local folder with --data, e.g. --data ../shared/data/dialogsum"
+            "pass a local folder with --data (one holding dialogsum.{train,dev,test}.jsonl)"
         ) from err
     except (OSError, ValueError) as err:  # unknown dataset, unknown split, ...
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

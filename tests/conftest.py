@@ -10,7 +10,7 @@ import torch
 from tests import resources
 
 REPO = Path(__file__).resolve().parents[1]
-try:  # the only step allowed to reach the hub: SHARED_DIR, then ../shared, then a download into the hub's cache
+try:  # the only step that may reach the hub: SHARED_DIR, then shared/ beside the repository, then the hub's cache
     FOUND, MISSING = resources.find(), None
 except resources.Missing as err:
     FOUND, MISSING = None, str(err)
@@ -32,7 +32,8 @@ def pytest_sessionstart(session):
 
 
 def tiny_t5_config(**overrides):
-    """A T5 small enough for exact float64 checks; decoder_start_token_id must be set (FACTS.md)."""
+    """A T5 small enough for exact float64 checks; decoder_start_token_id must be set (a bare T5Config
+    in transformers 5.x has none, and passing labels then fails)."""
     from transformers import T5Config
 
     settings = dict(

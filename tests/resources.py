@@ -3,7 +3,7 @@
 Each of the three is looked for in this order, and taken from the first place that has all its files:
 
 1. the folder named by the environment variable `SHARED_DIR`;
-2. `shared/` beside the repository (`<repo>/../shared`), the layout of this project's own machines;
+2. `shared/` beside the repository's folder, the layout of this project's own machines;
 3. the Hugging Face hub, downloaded once into its usual cache (`~/.cache/huggingface`, or `HF_HOME`):
    `google/flan-t5-small` and `google/flan-t5-base` without their weights (`snapshot_download` with
    `allow_patterns`: the config and tokenizer files only, about 3 MB each; the tests build the architecture with

@@ -1,5 +1,5 @@
-"""tests/resources.py: the data and model files come from SHARED_DIR, then ../shared, then the hub (faked here:
-no test reaches the network); with none of them, one message says what to set."""
+"""tests/resources.py: the data and model files come from SHARED_DIR, then shared/ beside the repository, then the
+hub (faked here: no test reaches the network); with none of them, one message says what to set."""
 import csv
 import json
 

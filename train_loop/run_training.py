@@ -5,7 +5,7 @@ The wiring only; each piece lives in its own file: the model (prompting/model.py
 summaries (prompting/generate.py) and the scores (eval/results.py). Every bad flag is rejected before anything
 slow starts; the other folders are imported where they are used.
 
-Default learning rates follow the seeds (FACTS.md): LoRA 1e-3; full fine-tuning 1e-4 for small models
+Default learning rates follow the course labs (docs/NOTES.md): LoRA 1e-3; full fine-tuning 1e-4 for small models
 (d_model <= 512, flan-t5-small) and 1e-5 for base and larger. The model saved and evaluated at the end is the one
 with the lowest validation loss (the Trainer's `load_best_model_at_end=True`).
 
