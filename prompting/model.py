@@ -71,8 +71,15 @@ def build_random_init(config_folder: str | os.PathLike, seed: int = 0, dtype: to
     folder = Path(config_folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"model folder {folder} has no config.json")
+    try:
+        raw = json.loads((folder / "config.json").read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{folder / 'config.json'}:{err.lineno}: not valid JSON ({err.msg})") from err
+    if raw.get("model_type", "t5") != "t5":  # T5Config would build a T5 from it anyway, and fail much later
+        raise ValueError(f"{folder / 'config.json'} describes a {raw['model_type']!r} model; --random-init builds "
+                         "T5 models (FLAN-T5): pass a FLAN-T5 folder")
     config = T5Config.from_pretrained(str(folder))
-    wants_untied_head = json.loads((folder / "config.json").read_text()).get("tie_word_embeddings") is False
+    wants_untied_head = raw.get("tie_word_embeddings") is False
     return build_from_config(config, seed=seed, dtype=dtype, untied_head=wants_untied_head)
 
 

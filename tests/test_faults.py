@@ -210,3 +210,18 @@ def test_a_folder_that_existed_is_never_removed(tmp_path, capsys):
     for out in (empty, used):
         fails(["--mode", "lora", "--model", str(tmp_path / "no-model"), "--output-dir", str(out)], capsys)
     assert empty.is_dir() and (used / "notes.txt").read_text() == "mine"
+
+
+# --- model folders -------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("config, message", [
+    ("{not json", "config.json"),  # the tokenizer reads it first: transformers names the file
+    ('{"model_type": "bert", "hidden_size": 8}', "config.json describes a 'bert' model"),
+])
+def test_a_broken_model_folder_is_named_not_blamed_on_the_hub(tmp_path, capsys, config, message):
+    folder = narrow_model(tmp_path)
+    (folder / "config.json").write_text(config)
+    line = fails(zero_shot(data_folder(tmp_path), tmp_path / "out")[:2] + ["--model", str(folder), "--random-init",
+                 "--data", str(tmp_path / "data"), "--output-dir", str(tmp_path / "out")], capsys)
+    assert f"model folder {folder} cannot be loaded" in line and message in line and "hub" not in line
+    assert not (tmp_path / "out").exists()
