@@ -221,7 +221,8 @@ def test_a_folder_that_existed_is_never_removed(tmp_path, capsys):
 def test_a_broken_model_folder_is_named_not_blamed_on_the_hub(tmp_path, capsys, config, message):
     folder = narrow_model(tmp_path)
     (folder / "config.json").write_text(config)
-    line = fails(zero_shot(data_folder(tmp_path), tmp_path / "out")[:2] + ["--model", str(folder), "--random-init",
-                 "--data", str(tmp_path / "data"), "--output-dir", str(tmp_path / "out")], capsys)
+    argv = ["--mode", "zero-shot", "--model", str(folder), "--random-init", "--data", str(data_folder(tmp_path)),
+            "--output-dir", str(tmp_path / "out")]
+    line = fails(argv, capsys)
     assert f"model folder {folder} cannot be loaded" in line and message in line and "hub" not in line
     assert not (tmp_path / "out").exists()
