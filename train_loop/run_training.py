@@ -83,6 +83,10 @@ def encoded_batches(args, tokenizer, split: str, max_samples, parallel: Parallel
     from train_loop.tokenize import encode_for_training
 
     examples = load_split(args.data, split, max_samples=max_samples, seed=args.seed)
+    if len(examples) < parallel.world_size:  # a batch with fewer examples than processes is left out (batching.py)
+        flag = "--max-train-samples" if split == "train" else "--max-val-samples"
+        raise ValueError(f"{flag} {max_samples}: {len(examples)} {split} dialogue(s) make no batch for "
+                         f"{parallel.world_size} processes; use at least {parallel.world_size}")
     enc = encode_for_training(examples, tokenizer, max_input_tokens=args.max_input_tokens,
                               max_target_tokens=args.max_target_tokens)
     lengths = [len(ids) for ids in enc.input_ids]
