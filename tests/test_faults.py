@@ -226,3 +226,15 @@ def test_a_broken_model_folder_is_named_not_blamed_on_the_hub(tmp_path, capsys, 
     line = fails(argv, capsys)
     assert f"model folder {folder} cannot be loaded" in line and message in line and "hub" not in line
     assert not (tmp_path / "out").exists()
+
+
+def test_a_split_too_small_for_the_processes_names_the_flag(tmp_path):
+    from types import SimpleNamespace
+
+    from train_loop.distributed import Parallel
+    from train_loop.run_training import encoded_batches
+
+    args = SimpleNamespace(data=str(data_folder(tmp_path)), seed=0, max_input_tokens=64, max_target_tokens=16,
+                           batch_size=4)
+    with pytest.raises(ValueError, match=r"--max-val-samples 1: 1 validation dialogue\(s\) make no batch for 2 proc"):
+        encoded_batches(args, None, "validation", 1, Parallel(rank=0, world_size=2))
