@@ -238,3 +238,15 @@ def test_a_split_too_small_for_the_processes_names_the_flag(tmp_path):
                            batch_size=4)
     with pytest.raises(ValueError, match=r"--max-val-samples 1: 1 validation dialogue\(s\) make no batch for 2 proc"):
         encoded_batches(args, None, "validation", 1, Parallel(rank=0, world_size=2))
+
+
+def test_a_second_damaged_checkpoint_of_the_same_step_does_not_replace_the_first(tmp_path):
+    checkpoints_of_a_run(tmp_path)
+    newest = ckpt.checkpoint_path(tmp_path, 6)
+    first = truncate(newest)
+    resumable_checkpoint(tmp_path)
+    checkpoints_of_a_run(tmp_path)  # writes step-6 again (a fresh run into the same folder, for the test's sake)
+    second = truncate(newest, keep=0.3)
+    resumable_checkpoint(tmp_path)
+    assert newest.with_name(newest.name + ".damaged").read_bytes() == first
+    assert newest.with_name(newest.name + ".damaged.1").read_bytes() == second

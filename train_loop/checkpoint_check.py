@@ -49,6 +49,15 @@ def damage(path: Path) -> str | None:
     return None
 
 
+def aside(path: Path) -> Path:
+    """`step-00000040.pt.damaged`, or `.damaged.1`, ... when an earlier damaged file of that step is kept there."""
+    target, n = path.with_name(path.name + DAMAGED_SUFFIX), 0
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}{DAMAGED_SUFFIX}.{n}")
+    return target
+
+
 def resumable_checkpoint(folder: Path) -> Path | None:
     """The newest whole checkpoint in `folder/checkpoints` (None when there is none at all); damaged newer ones are
     renamed aside and reported in one log line. Raises ValueError when every checkpoint is damaged."""
@@ -59,7 +68,7 @@ def resumable_checkpoint(folder: Path) -> Path | None:
         problem = damage(path)
         if problem is None:
             for bad, _ in damaged:
-                bad.rename(bad.with_name(bad.name + DAMAGED_SUFFIX))
+                bad.rename(aside(bad))
             if damaged:
                 log.warning("--resume: %s; kept as *%s. Resuming from %s, the newest whole checkpoint",
                             "; ".join(f"checkpoint {bad} is damaged ({why})" for bad, why in damaged),
