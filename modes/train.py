@@ -21,7 +21,7 @@ from dataclasses import asdict, replace
 
 import torch
 
-from modes.config import RunConfig, run_config
+from modes.config import DataConfig, RunConfig, run_config
 from prompting.dialogsum import load_split
 from prompting.model import count_parameters, load_model_and_tokenizer, resolve_device
 from train_loop import checkpoint as ckpt
@@ -35,6 +35,18 @@ from train_loop.run_folder import check_disk_space, prepare_folder, save_model
 
 def default_lr(mode: str, d_model: int) -> float:
     return 1e-3 if mode == "lora" else (1e-4 if d_model <= 512 else 1e-5)
+
+
+def examples_for(data: DataConfig, split: str, processes: int) -> list:
+    """The train or validation dialogues (--max-train/val-samples of them), at least one for every process: a batch
+    with fewer examples than processes is left out (train_loop/data.py), and an empty epoch trains nothing."""
+    limit, flag = ((data.max_train_samples, "--max-train-samples") if split == "train"
+                   else (data.max_val_samples, "--max-val-samples"))
+    examples = load_split(data.source, split, limit, data.seed)
+    if len(examples) < processes:
+        raise ValueError(f"{flag} {limit}: {len(examples)} {split} dialogue(s) make no batch for {processes} "
+                         f"processes; use at least {processes}")
+    return examples
 
 
 def on_main(ddp, work):
@@ -101,9 +113,9 @@ def train_and_evaluate(args, c: RunConfig, ddp, device) -> dict:
               f"{shares}{', FSDP' if args.fsdp else ''}, {device.type}; {precision_reason}; writing to {out}")
 
     data, rank = c.data, ddp.rank if ddp else 0
-    batches = {split: batches_by_epoch(load_split(data.source, split, limit, data.seed), tokenizer, args.batch_size,
-                                       data.seed, data.max_input_tokens, data.max_target_tokens, rank, world)
-               for split, limit in (("train", data.max_train_samples), ("validation", data.max_val_samples))}
+    batches = {split: batches_by_epoch(examples_for(data, split, world), tokenizer, args.batch_size, data.seed,
+                                       data.max_input_tokens, data.max_target_tokens, rank, world)
+               for split in ("train", "validation")}
     # What a checkpoint must share with this run to be resumed by it (the loop adds steps, shapes, processes).
     fingerprint = {"mode": args.mode, "model": args.model, "random_init": args.random_init, "data": data.source,
                    "seed": data.seed, "samples": [data.max_train_samples, data.max_val_samples],

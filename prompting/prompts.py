@@ -1,14 +1,16 @@
 """Zero-, one- and few-shot prompts that fit the model's input budget, counted with the real tokenizer.
 
-The two templates are the course notebook's: `zero_shot_prompt` (an instruction, the dialogue, "Summary: ";
-fine-tuning uses it too, so a fine-tuned model is asked exactly what it was trained on) and one of FLAN's own
-dialogue-summary templates, `flan_dialogue_prompt` ("What was going on?"), whose shots are solved examples.
-Newlines and repeated spaces do not survive T5's tokenizer (they collapse to one space): the line breaks are for
-the human reading the side-by-side tables, not for the model.
+The two templates are the course notebook's (DeepLearning.AI's "Generative AI with LLMs" labs; docs/NOTES.md,
+"Prompts"): `zero_shot_prompt` (an instruction, the dialogue, "Summary: "; fine-tuning uses it too, so a
+fine-tuned model is asked exactly what it was trained on) and one of FLAN's own dialogue-summary templates,
+`flan_dialogue_prompt` ("What was going on?"), whose shots are solved examples. Newlines and repeated spaces do
+not survive T5's tokenizer (they collapse to one space): the line breaks are for the human reading the
+side-by-side tables, not for the model.
 
-FLAN-T5 reads at most 512 tokens (its `model_max_length`). The course notebook builds a few-shot prompt from three
-dialogues plus the target and lets the tokenizer cut the end off, which removes the target's question, the one
-part the model must see. Here every prompt is assembled, counted and, when too long, cut in this order:
+FLAN-T5 reads at most 512 tokens (T5 was trained on 512-token inputs, Raffel et al. 2020, arXiv:1910.10683).
+The course notebook builds a few-shot prompt from three dialogues plus the target and lets the tokenizer cut
+the end off, which removes the target's question, the one part the model must see. Here every prompt is
+assembled, counted and, when too long, cut in this order:
 
 1. drop shots, longest first, while even cutting the longest shot down to `MIN_SHOT_DIALOGUE_TOKENS` would not fit;
 2. then cut the dialogue of the longest remaining shot (its summary stays whole: it is the example's answer);

@@ -2,15 +2,17 @@
 
 **Tokens.** The input is the zero-shot prompt (prompting/prompts.py), so the fine-tuned model is asked at test
 time exactly what it learnt to answer; targets are the first human summary. 260 of the 12,460 training dialogues
-do not fit 512 tokens with the prompt (README, "Training inputs and batches"). Cutting the token ids at 512, as
+do not fit 512 tokens with the prompt (tests/test_batching.py). Cutting the token ids at 512, as
 the course notebook does, cuts off "Summary:" too; here the dialogue is cut inside the template
 (prompting/prompts.py, `fit_target`) so the question survives. A target longer than 128 tokens keeps its `</s>`.
 
 **Batches.** Padding every example to 512 input and 128 target tokens, as the course notebook does, makes 58% of
-all tokens on DialogSum train padding: more than half the compute multiplies zeros. Two fixes:
+all tokens on DialogSum train padding (tests/test_batching.py): more than half the compute multiplies zeros.
+Two fixes:
 
 * dynamic padding (`collate`): pad each batch to its own longest example; labels are padded with IGNORE_INDEX,
-  which the loss skips (padding labels with 0 would teach the model to emit <pad>);
+  which the loss skips (`CrossEntropyLoss`'s `ignore_index`; padding labels with 0 would teach the model to emit
+  <pad>);
 * length grouping (`length_grouped_batches`): shuffle, sort within large random pools (`pool_batches` batches
   each), cut each pool into batches and shuffle the batches: the "megabatch" idea of transformers'
   `LengthGroupedSampler`, written out. Sorting the whole set would make every epoch the same.

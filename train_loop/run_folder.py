@@ -15,6 +15,7 @@ from pathlib import Path
 
 from eval.results import prepare_output_dir
 from train_loop import checkpoint as ckpt
+from train_loop.checkpoint_check import resumable_checkpoint
 
 
 def prepare_folder(folder: Path, mode: str, model: str, overwrite: bool = False, resume: bool = False,
@@ -26,7 +27,7 @@ def prepare_folder(folder: Path, mode: str, model: str, overwrite: bool = False,
         (out / ".write_test").unlink()
     except OSError as err:
         raise PermissionError(f"--output-dir {out} is not writable ({err.strerror}); choose another folder") from err
-    latest = ckpt.latest_checkpoint(out)
+    latest = resumable_checkpoint(out) if resume else ckpt.latest_checkpoint(out)  # skips damaged ones
     if resume and latest is None:
         raise ValueError(f"--resume: {out}/{ckpt.CHECKPOINT_DIR} holds no checkpoint; run without --resume")
     if resume:
@@ -53,9 +54,9 @@ def described(count: int, fsdp: bool) -> str:
 
 
 def check_disk_space(out: Path, trainable: int, total: int, mode: str) -> None:
-    """Fail before training, not at the first checkpoint: fp32 weights + two AdamW moments, twice (old and new
-    checkpoint during a save), the best weights, and the final model (full) or adapter (LoRA)."""
-    need = 4 * (3 * trainable * 2 + trainable + (total if mode == "full" else trainable))
+    """Fail before training, not at the first checkpoint: fp32 weights + two AdamW moments, three times (the two
+    kept checkpoints and the new one during a save), the best weights, and the final model (full) or adapter (LoRA)."""
+    need = 4 * (3 * trainable * (ckpt.KEEP + 1) + trainable + (total if mode == "full" else trainable))
     free = shutil.disk_usage(out).free
     if free < need:
         raise ValueError(f"--output-dir {out}: {free / 2**20:,.0f} MiB free, this run needs about "
