@@ -141,7 +141,7 @@ def fp16_run(cfg) -> None:
 
 def fused_adamw(cfg) -> None:
     from prompting.model import build_random_init
-    from train_loop.optim import OptimConfig, build_optimizer
+    from train_loop.step import OptimConfig, build_optimizer
 
     model = build_random_init(cfg.small).to(cfg.dev)
     optimizer = build_optimizer(model, OptimConfig(lr=1e-4), cfg.dev)
@@ -172,7 +172,7 @@ def resume(cfg) -> None:
     from train_loop.loop import TrainConfig, train
     from prompting.dialogsum import load_split
     from train_loop.data import batches_by_epoch
-    from train_loop.optim import OptimConfig
+    from train_loop.step import OptimConfig
 
     examples = load_split(cfg.data, "train", max_samples=32, seed=42)
     batches = batches_by_epoch(examples, load_tokenizer(cfg.small), 4, seed=42, max_input_tokens=256,

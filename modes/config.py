@@ -3,7 +3,7 @@ it is made, so a typo fails in a second rather than after loading a model.
 
 The library never sees the argparse namespace: a runner passes these values, or their fields, explicitly. Each
 check lives once: LoRA's settings are checked by `lora.inject.LoRAConfig`, training's by `train_loop.loop.TrainConfig`
-and `train_loop.optim.OptimConfig`, the split of a batch over processes by `train_loop.data.check_batch_split`.
+and `train_loop.step.OptimConfig`, the split of a batch over processes by `train_loop.data.check_batch_split`.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from lora.inject import LoRAConfig
 from train_loop.loop import TrainConfig
-from train_loop.optim import OptimConfig
+from train_loop.step import OptimConfig
 
 
 def at_least_one(**values) -> None:

@@ -13,7 +13,7 @@ from transformers import T5Config
 from prompting.model import build_from_config, load_tokenizer
 from tests.conftest import DATA_DIR, SMALL_DIR
 from train_loop.loop import TrainConfig, train, validation_loss
-from train_loop.optim import OptimConfig
+from train_loop.step import OptimConfig
 
 CPU = torch.device("cpu")
 PROMPT = "Summarize the following conversation.\n\n{}\n\nSummary: "  # the course's zero-shot / fine-tuning prompt

@@ -10,7 +10,7 @@ from tests.train_helpers import quick_config, random_batches, tiny_model
 from train_loop import checkpoint as ckpt
 from train_loop.log import LOG_FILE, read_log
 from train_loop.loop import NonFiniteLoss, TrainConfig, train
-from train_loop.optim import OptimConfig, build_optimizer, build_scheduler, decays
+from train_loop.step import OptimConfig, build_optimizer, build_scheduler, decays
 from train_loop.precision import resolve_precision
 
 CPU = torch.device("cpu")

@@ -6,7 +6,7 @@ import torch
 from prompting.model import build_from_config
 from tests.conftest import tiny_t5_config
 from train_loop.loop import TrainConfig
-from train_loop.optim import OptimConfig
+from train_loop.step import OptimConfig
 
 
 def random_batches(count: int, batch_size: int = 3, vocab: int = 128, seed: int = 0) -> list[dict]:

@@ -31,9 +31,9 @@ from tqdm.auto import tqdm
 
 from train_loop import checkpoint as ckpt
 from train_loop.log import TrainLog, peak_memory_mb
-from train_loop.optim import OptimConfig, build_optimizer, build_scheduler
 from train_loop.precision import grad_scaler
-from train_loop.step import Batch, NonFiniteLoss, label_tokens, optimizer_step, to_device, token_loss_sum
+from train_loop.step import (Batch, NonFiniteLoss, OptimConfig, build_optimizer, build_scheduler, label_tokens,
+                             optimizer_step, to_device, token_loss_sum)
 
 
 @dataclass(frozen=True)
