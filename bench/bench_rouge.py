@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO))
 from rouge_score import rouge_scorer  # noqa: E402
 
 from eval import rouge  # noqa: E402
-from train_loop.machine import describe_machine  # noqa: E402
+from train_loop.precision import describe_machine  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "dialogsum" / "dialogsum.test.jsonl"
 

@@ -89,7 +89,7 @@ def spawn(args, what: str) -> dict:
 
 
 def machine() -> str:
-    from train_loop.machine import describe_machine
+    from train_loop.precision import describe_machine
 
     gpu = f"; {describe_machine('cuda')}" if torch.cuda.is_available() else ""
     return (f"{os.cpu_count()} CPU cores, {describe_machine('cpu')}{gpu}; "

@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 from safetensors.torch import load_file  # noqa: E402
 
 from train_loop.log import LOG_FILE, read_log  # noqa: E402
-from train_loop.machine import describe_machine  # noqa: E402
+from train_loop.precision import describe_machine  # noqa: E402
 
 SMALL_DIR = REPO.parent / "shared" / "models" / "flan-t5-small"
 DATA_DIR = REPO.parent / "shared" / "data" / "dialogsum"

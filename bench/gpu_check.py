@@ -259,8 +259,7 @@ def main(argv=None) -> int:
         print(f"gpu_check: no CUDA GPU visible (torch {torch.__version__}); run it on a GPU machine, or add "
               f"--device cpu --tiny for a smoke run on the CPU", file=sys.stderr)
         return 2
-    from train_loop.machine import describe_machine
-    from train_loop.precision import choose_precision
+    from train_loop.precision import choose_precision, describe_machine
 
     cfg.dev = torch.device(cfg.device)
     # bf16 autocast is the path under test on the GPU; on CPU whatever `auto` picks (fp32 where bf16 is emulated)

@@ -18,7 +18,7 @@ from peft import LoraConfig, get_peft_model  # noqa: E402
 
 from lora.inject import add_lora, lora_layers, merge_lora, unmerge_lora  # noqa: E402
 from prompting.model import build_from_config, build_random_init  # noqa: E402
-from train_loop.machine import describe_machine  # noqa: E402
+from train_loop.precision import describe_machine  # noqa: E402
 
 SMALL_DIR = Path(__file__).resolve().parents[2] / "shared" / "models" / "flan-t5-small"
 

@@ -54,8 +54,7 @@ def main() -> None:
     from prompting.model import build_random_init, load_tokenizer
     from train_loop import loop
     from train_loop.data import batches_by_epoch
-    from train_loop.machine import describe_machine
-    from train_loop.precision import choose_precision
+    from train_loop.precision import choose_precision, describe_machine
     from train_loop.step import label_tokens
 
     precision, reason = choose_precision(args.precision, torch.device("cpu"))

@@ -20,8 +20,7 @@ from prompting.generate import generate_summaries
 from prompting.model import count_parameters, load_model_and_tokenizer, resolve_device
 from prompting.prompts import build_prompts
 from train_loop.log import peak_memory_mb
-from train_loop.machine import describe_machine
-from train_loop.precision import choose_precision
+from train_loop.precision import choose_precision, describe_machine
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from train_loop import precision as P
-from train_loop.machine import cpu_features, describe_machine
+from train_loop.precision import cpu_features, describe_machine
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 

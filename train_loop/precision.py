@@ -1,31 +1,24 @@
-"""Mixed precision in five honest lines: which dtype, an autocast context, and a GradScaler only for fp16.
+"""Mixed precision in a few honest lines (nanoGPT's `train.py`; PyTorch's "Automatic Mixed Precision" docs), which
+precision `auto` means on this hardware, and one line naming the machine a figure was measured on.
 
-The recipe (nanoGPT's `train.py`; PyTorch "Automatic Mixed Precision" docs):
-
-* The weights stay fp32 ("master weights"); `torch.autocast` runs the matmuls of the forward pass in a 16-bit
-  dtype and keeps reductions, softmax and the loss in fp32. The optimiser updates the fp32 weights.
-* bfloat16 has fp32's 8 exponent bits, so gradients do not underflow and no loss scaling is needed. T5 was
-  trained in bfloat16 by its authors (Raffel et al. 2020, on TPUs).
-* float16 has 5 exponent bits: small gradients underflow to 0, so `torch.amp.GradScaler` multiplies the loss by
-  a large factor before `backward()`, unscales the gradients before clipping, and skips the optimiser step when it
-  finds inf/NaN (then lowers the factor). T5's activations overflow fp16's range of 65,504 (transformers issues
-  4586, 5651, 14189, 23918), so fp16 is offered with a warning, and only on CUDA.
-
-Which precision `auto` means is decided by the hardware, in `choose_precision` alone. bf16 only pays where the
-device computes it natively: CUDA GPUs of compute capability 8.0+ (Ampere and later;
-`torch.cuda.is_bf16_supported(including_emulation=False)`), and x86 CPUs with AVX512-BF16 (a bf16 dot product
-instruction; Intel Cooper Lake and later, AMD Zen 4 and later) or AMX (Intel's tile matrix unit, Sapphire Rapids
-and later), as `torch.cpu._is_avx512_bf16_supported()` / `torch.cpu._is_amx_tile_supported()` report them
-(cpuinfo). Elsewhere oneDNN emulates bf16 by converting to fp32 and back around every operation: correct, but a
-2-step LoRA run on an AVX2-only AMD EPYC did 8 real tokens/s in bf16 against 376 in fp32, about 47x slower.
-(`torch.ops.mkldnn._is_mkldnn_bf16_supported()` is not the test for "native": oneDNN answers True on any
-AVX-512 CPU, where it emulates bf16 with AVX512-BW/VL/DQ.)
+* The weights stay fp32 ("master weights"); `torch.autocast` runs the forward's matmuls in 16 bits and keeps
+  reductions, softmax and the loss in fp32.
+* bfloat16 has fp32's 8 exponent bits: gradients do not underflow, no loss scaling. T5 was trained in it (Raffel
+  et al. 2020). float16 has 5: a GradScaler multiplies the loss before `backward()`, unscales before clipping and
+  skips steps with inf/NaN; T5's activations overflow fp16 (transformers issues 4586, 5651, 14189, 23918), so fp16
+  is offered with a warning, on CUDA only.
+* `auto` is bf16 only where the device computes it natively: CUDA compute capability 8.0+, or an x86 CPU with
+  AVX512-BF16 or AMX (`torch.cpu._is_avx512_bf16_supported()` / `_is_amx_tile_supported()`). Elsewhere oneDNN
+  emulates bf16 through fp32: a 2-step LoRA run on an AVX2-only AMD EPYC did 8 tokens/s in bf16 against 376 in fp32.
+  (`torch.ops.mkldnn._is_mkldnn_bf16_supported()` says True on any AVX-512 CPU, emulating: not the test for native.)
 """
 from __future__ import annotations
 
 import contextlib
 import logging
+import platform
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -85,7 +78,6 @@ def choose_precision(requested: str, device: torch.device) -> tuple[str, str]:
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
-    """The precision alone, for callers that do not print the reason (see `choose_precision`)."""
     return choose_precision(name, device)[0]
 
 
@@ -99,3 +91,37 @@ def autocast(precision: str, device: torch.device):
 def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
     """A real scaler for fp16; a disabled one (every call a pass-through) otherwise, so the loop has one code path."""
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+
+# ---- the machine a figure was measured on: what decides its speed here ---------------------------------------
+
+CPU_FEATURES = {"AVX2": "avx2", "AVX-512": "avx512_f", "AVX512-BF16": "avx512_bf16", "AMX": "amx_tile"}
+
+
+def cpu_model_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return torch.cpu.get_capabilities().get("cpu_name") or platform.processor() or platform.machine()
+
+
+def cpu_features() -> dict[str, bool]:
+    """{'AVX2': True, 'AVX-512': True, 'AVX512-BF16': False, 'AMX': False} for this CPU."""
+    capabilities = torch.cpu.get_capabilities()
+    return {name: bool(capabilities.get(key, False)) for name, key in CPU_FEATURES.items()}
+
+
+def describe_machine(device: torch.device | str = "cpu") -> str:
+    """E.g. 'CPU AMD EPYC, 2 threads; has AVX2, AVX-512, AVX512-BF16; lacks AMX' or 'GPU NVIDIA H200 (sm_90)'."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return f"GPU {torch.cuda.get_device_name(device)} (sm_{major}{minor}), torch {torch.__version__}"
+    features = cpu_features()
+    has = ", ".join(name for name, present in features.items() if present) or "none of them"
+    lacks = ", ".join(name for name, present in features.items() if not present)
+    return (f"CPU {cpu_model_name()}, {torch.get_num_threads()} threads; has {has}"
+            f"{f'; lacks {lacks}' if lacks else ''}; torch {torch.__version__}")
