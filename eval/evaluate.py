@@ -1,21 +1,24 @@
-"""Corpus ROUGE: score every prediction against its references, then take exact means (and, if asked, a CI).
+"""Corpus ROUGE for a run, and the files every run writes, so every mode scores and writes the same way.
 
-Two choices differ from Hugging Face `evaluate`'s "rouge", and both are deliberate (docs/NOTES.md, "ROUGE"):
+Two choices differ from Hugging Face `evaluate`'s "rouge", both deliberate (docs/NOTES.md, "ROUGE"): the corpus
+score is the exact mean of the per-example F-measures, not the median of 1,000 unseeded bootstrap resamples (a
+confidence interval is optional, from a seeded generator); and the stemmer is on by default, as in the course.
 
-* the corpus score is the exact mean of the per-example F-measures, not the median of 1,000 unseeded bootstrap
-  resamples; a confidence interval is optional and comes from a seeded generator, so it repeats;
-* the stemmer is on by default, as in the course (`evaluate`'s default is off).
+ROUGE-Lsum reads sentences as lines, and FLAN-T5 never writes a newline, so Lsum would equal ROUGE-L. The Hugging
+Face summarisation example puts each sentence on its own line first (`nltk.sent_tokenize`); punkt's data cannot be
+downloaded here, so `split_sentences` does it with a regex. Only whitespace changes: ROUGE-1, -2 and -L do not.
 
-ROUGE-Lsum reads sentences as lines, and FLAN-T5 never writes a newline, so without help Lsum would equal
-ROUGE-L. The Hugging Face summarisation example therefore puts each sentence of predictions and references on
-its own line first (with `nltk.sent_tokenize`). nltk's punkt data cannot be downloaded here, so
-`split_sentences` does the same with a regex. Only newlines are added, and the tokenizer treats a newline as any
-other space, so ROUGE-1, -2 and -L are unchanged by it.
+A run folder holds `predictions.csv` (id, dialogue, references, prediction, per-example ROUGE), `side_by_side.md`
+(the first few prompts, human and model summaries) and `metrics.json` (corpus scores and what the run knows).
 """
 from __future__ import annotations
 
+import csv
+import json
 import math
+import os
 import re
+from pathlib import Path
 
 import numpy as np
 
@@ -76,3 +79,58 @@ def score_corpus(examples, predictions: list[str], use_stemmer: bool = True, boo
         for i, t in enumerate(ROUGE_TYPES):
             corpus[f"{t}_low"], corpus[f"{t}_high"] = float(low[i]), float(high[i])
     return corpus, per_example
+
+
+# ---- the run folder's files ---------------------------------------------------------------------------------------
+
+RESULT_FILES = ("metrics.json", "predictions.csv")
+
+
+def prepare_output_dir(path: str | os.PathLike, overwrite: bool = False, resume: bool = False) -> Path:
+    """Create the run folder; refuse to write over another run's results unless told to."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--output-dir {out} is a file, not a folder")
+    if out.is_dir() and not (overwrite or resume) and any((out / name).exists() for name in RESULT_FILES):
+        raise ValueError(f"--output-dir {out} already holds a run's results; pass --overwrite or choose another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK):
+        raise PermissionError(f"--output-dir {out} is not writable")
+    return out
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def write_predictions_csv(path: Path, examples, predictions, per_example: list[dict] | None = None) -> None:
+    k = max((len(ex.references) for ex in examples), default=1)
+    extra = list(per_example[0].keys()) if per_example else []
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "dialogue", *[f"reference_{i + 1}" for i in range(k)], "prediction", *extra])
+        for i, (ex, pred) in enumerate(zip(examples, predictions)):
+            refs = list(ex.references) + [""] * (k - len(ex.references))
+            row_extra = [per_example[i][key] for key in extra] if per_example else []
+            writer.writerow([ex.id, ex.dialogue, *refs, pred, *row_extra])
+
+
+def write_side_by_side(path: Path, examples, prompts, predictions, title: str, count: int = 5) -> None:
+    lines = [f"# {title}", ""]
+    for ex, prompt, pred in list(zip(examples, prompts, predictions))[:count]:
+        lines += [f"## {ex.id}", "", "**Prompt**", "", "```", prompt.rstrip(), "```", ""]
+        lines += ["**Human summary**", "", ex.references[0], "", "**Model summary**", "", pred or "(empty)", "", "---", ""]
+    path.write_text("\n".join(lines))
+
+
+def finish_run(output_dir: Path, examples, prompts, predictions, info: dict, use_stemmer: bool = True) -> dict:
+    """Score the predictions, write the three files; return the metrics (`info` plus the corpus scores)."""
+    corpus, per_example = score_corpus(examples, predictions, use_stemmer=use_stemmer)
+    metrics = {**info, "examples": len(examples), **corpus, "use_stemmer": use_stemmer,
+               "rougeLsum_sentences": LSUM_SENTENCE_NOTE, "output_dir": str(output_dir)}
+    write_predictions_csv(output_dir / "predictions.csv", examples, predictions, per_example)
+    write_side_by_side(output_dir / "side_by_side.md", examples, prompts, predictions, title=f"{info.get('mode', 'run')}: {info.get('model', '')}")
+    write_json_atomic(output_dir / "metrics.json", metrics)
+    return metrics

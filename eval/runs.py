@@ -1,4 +1,4 @@
-"""Reading run folders back (metrics.json + predictions.csv, as eval/results.py writes them) for the report.
+"""Reading run folders back (metrics.json + predictions.csv, as eval/evaluate.py writes them) for the report.
 
 Checked on the way in, so that a wrong folder gives one line naming the file and what is missing rather than a
 KeyError deep inside the report.

@@ -1,4 +1,4 @@
-"""Corpus evaluation (eval/evaluate.py) and its hook in every run (eval/results.finish_run).
+"""Corpus evaluation and its hook in every run (eval/evaluate.py: score_corpus, finish_run).
 
 The oracle is rouge_score's `score_multi` on the same sentence-split texts, the way the Hugging Face
 summarisation example feeds it; the corpus score must be the exact mean of those.
@@ -11,8 +11,7 @@ from dataclasses import dataclass
 import pytest
 from rouge_score import rouge_scorer
 
-from eval.evaluate import LSUM_SENTENCE_NOTE, score_corpus, split_sentences
-from eval.results import finish_run
+from eval.evaluate import LSUM_SENTENCE_NOTE, finish_run, score_corpus, split_sentences
 from eval.rouge import ROUGE_TYPES, tokenize
 from tests.conftest import DATA_DIR
 

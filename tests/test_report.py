@@ -1,6 +1,6 @@
 """`run.py --mode compare`: the report from run folders (modes/compare.py, eval/report.py, eval/runs.py).
 
-The run folders are written by eval/results.finish_run, as every mode writes them; the expected figures are read
+The run folders are written by eval/evaluate.finish_run, as every mode writes them; the expected figures are read
 back from their metrics.json, never typed here.
 """
 import csv
@@ -15,7 +15,7 @@ from matplotlib import image
 
 import run as cli
 from modes.compare import run as compare
-from eval.results import finish_run
+from eval.evaluate import finish_run
 from eval.rouge import ROUGE_TYPES
 from tests.test_evaluate import Example  # stand-in for prompting.dialogsum.Example
 

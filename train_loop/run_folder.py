@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from eval.results import prepare_output_dir
+from eval.evaluate import prepare_output_dir
 from train_loop import checkpoint as ckpt
 from train_loop.checkpoint_check import resumable_checkpoint
 
