@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from safetensors.torch import load_file  # noqa: E402
 
-from train_loop.log import LOG_FILE, read_log  # noqa: E402
+from train_loop.loop import LOG_FILE, read_log  # noqa: E402
 from train_loop.precision import describe_machine  # noqa: E402
 
 SMALL_DIR = REPO.parent / "shared" / "models" / "flan-t5-small"

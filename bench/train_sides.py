@@ -19,7 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from prompting.dialogsum import load_split
 from prompting.model import build_random_init, load_tokenizer
 from prompting.prompts import zero_shot_prompt
-from train_loop.log import peak_memory_mb
+from train_loop.loop import peak_memory_mb
 
 
 def device() -> torch.device:

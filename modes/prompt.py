@@ -19,7 +19,7 @@ from prompting.dialogsum import load_split
 from prompting.generate import generate_summaries
 from prompting.model import count_parameters, load_model_and_tokenizer, resolve_device
 from prompting.prompts import build_prompts
-from train_loop.log import peak_memory_mb
+from train_loop.loop import peak_memory_mb
 from train_loop.precision import choose_precision, describe_machine
 
 log = logging.getLogger(__name__)

@@ -26,8 +26,7 @@ from prompting.dialogsum import load_split
 from prompting.model import count_parameters, load_model_and_tokenizer, resolve_device
 from train_loop import checkpoint as ckpt
 from train_loop.data import batches_by_epoch, check_batch_split
-from train_loop.log import CURVE_FILE, LOG_FILE, plot_loss_curve
-from train_loop.loop import train
+from train_loop.loop import CURVE_FILE, LOG_FILE, plot_loss_curve, train
 from train_loop.precision import choose_precision, describe_machine
 from train_loop.run_folder import check_disk_space, prepare_folder, save_model
 

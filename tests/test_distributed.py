@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 import run
 from tests.conftest import DATA_DIR, REPO, SMALL_DIR
 from train_loop.distributed import Parallel
-from train_loop.log import LOG_FILE, read_log
+from train_loop.loop import LOG_FILE, read_log
 
 # flan-t5-small's tokenizer and config, narrowed (d_model 64, 1+1 blocks) and without dropout: with dropout the
 # processes draw other masks than one process would, and only a dropout-free run can equal the single-process one.

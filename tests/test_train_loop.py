@@ -8,8 +8,7 @@ from transformers import Seq2SeqTrainer, get_cosine_schedule_with_warmup, get_li
 
 from tests.train_helpers import quick_config, random_batches, tiny_model
 from train_loop import checkpoint as ckpt
-from train_loop.log import LOG_FILE, read_log
-from train_loop.loop import NonFiniteLoss, TrainConfig, train
+from train_loop.loop import LOG_FILE, NonFiniteLoss, TrainConfig, read_log, train
 from train_loop.step import OptimConfig, build_optimizer, build_scheduler, decays
 from train_loop.precision import resolve_precision
 

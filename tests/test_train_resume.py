@@ -12,8 +12,7 @@ import torch
 
 from tests.train_helpers import quick_config, random_batches, tiny_model
 from train_loop import checkpoint as ckpt
-from train_loop.log import LOG_FILE, read_log
-from train_loop.loop import train
+from train_loop.loop import LOG_FILE, read_log, train
 
 CPU = torch.device("cpu")
 REPO = Path(__file__).resolve().parents[1]

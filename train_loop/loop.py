@@ -1,23 +1,28 @@
-"""One training loop for full and LoRA fine-tuning: epochs of optimiser steps (step.py), validation, checkpoints.
+"""One training loop for full and LoRA fine-tuning: epochs of optimiser steps (step.py), validation, checkpoints,
+and the log a run leaves to look at.
 
-The loop around the step: take the next `grad_accum` micro-batches of the epoch (fewer for the last step of an
-epoch, as the Trainer does), run one optimiser step, log it, measure the validation loss at each epoch end, every
-`eval_every` steps and at the last step (keeping the weights with the lowest), and write a checkpoint every
-`save_every` steps, at the last step and on Ctrl-C. Everything the next step depends on is in `Progress` and
-the checkpoint (checkpoint.py), so a resumed run continues with the same numbers.
+Each step takes the next `grad_accum` micro-batches of the epoch (fewer at an epoch's end, as the Trainer does).
+The validation loss is measured at each epoch end, every `eval_every` steps and at the last step, keeping the
+weights with the lowest; a checkpoint (checkpoint.py) is written every `save_every` steps, at the last step and on
+Ctrl-C, holding with `Progress` everything the next step depends on, so a resumed run continues with the same numbers.
 
-Ctrl-C: a KeyboardInterrupt raised at an arbitrary point could land inside `optimizer.step()`, with some weights
-updated and others not. So the first Ctrl-C only sets a flag that the loop reads between steps (it then saves
-and returns); a second one interrupts at once. Python delivers signals to the main thread only: elsewhere (a
-notebook's worker thread, say) Ctrl-C behaves as usual.
+Ctrl-C: a KeyboardInterrupt at an arbitrary point could land inside `optimizer.step()`, half the weights updated.
+So the first Ctrl-C only sets a flag the loop reads between steps (it then saves and returns); a second one
+interrupts at once (Python delivers signals to the main thread only).
 
-`ddp` is None for one process. Under torchrun (distributed.py) it wraps the loss for DDP/FSDP, sums counts over
-the processes, lets all agree to stop after the same step, and saves checkpoints as collectives; only rank 0
-writes the log.
+`train_log.jsonl` has one JSON line per step, `{"step", "epoch", "loss", "lr", "grad_norm", "tokens",
+"tokens_per_s", "peak_memory_mb"}`, and one per validation, `{"step", "val_loss"}`. `loss` is the mean
+cross-entropy per label token over the whole step, what `Seq2SeqTrainer` logs with `logging_steps=1`; `lr` is the
+rate that step used. A resumed run first cuts the log back to its checkpoint's step.
+
+`ddp` is None for one process; under torchrun (distributed.py) it wraps the loss, sums counts over the processes,
+lets all agree to stop after the same step and saves checkpoints as collectives; only rank 0 writes the log.
 """
 from __future__ import annotations
 
+import json
 import math
+import resource
 import signal
 import threading
 import time
@@ -30,7 +35,6 @@ import torch
 from tqdm.auto import tqdm
 
 from train_loop import checkpoint as ckpt
-from train_loop.log import TrainLog, peak_memory_mb
 from train_loop.precision import grad_scaler
 from train_loop.step import (Batch, NonFiniteLoss, OptimConfig, build_optimizer, build_scheduler, label_tokens,
                              optimizer_step, to_device, token_loss_sum)
@@ -51,18 +55,16 @@ class TrainConfig:
     def __post_init__(self):
         if not self.epochs > 0:
             raise ValueError(f"--epochs {self.epochs}: must be positive")
-        for name in ("max_steps", "grad_accum"):
+        for name, least in (("max_steps", 1), ("grad_accum", 1), ("max_grad_norm", 0), ("eval_every", 0),
+                            ("save_every", 0)):
             value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"--{name.replace('_', '-')} {value}: must be at least 1")
-        for name in ("max_grad_norm", "eval_every", "save_every"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 0")
+            if value is not None and value < least:
+                raise ValueError(f"--{name.replace('_', '-')} {value}: must be {'at least 1' if least else '>= 0'}")
 
 
 @dataclass
 class Progress:
-    """Where the run is; saved in every checkpoint, so a resumed run continues with the same numbers."""
+    """Where the run is; saved in every checkpoint."""
     step: int = 0                    # optimiser steps done
     epoch: int = 0
     position: int = 0                # next micro-batch of the epoch
@@ -82,6 +84,69 @@ class TrainResult:
     interrupted: bool
     checkpoint: Path | None
     peak_memory_mb: float
+
+
+LOG_FILE = "train_log.jsonl"
+CURVE_FILE = "loss_curve.png"
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """CUDA: the most memory tensors have held; CPU: the process's peak resident set size (Linux reports KiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+
+
+class TrainLog:
+    """Appends one JSON line per record, closing the file each time so a killed run keeps what it logged."""
+
+    def __init__(self, folder: Path | None, resume_step: int = 0):
+        self.path = None if folder is None else Path(folder) / LOG_FILE
+        if self.path is None:
+            return
+        kept = read_log(self.path) if self.path.is_file() else []
+        kept = [r for r in kept if r["step"] <= resume_step] if resume_step else []
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+    def write(self, record: dict) -> None:
+        if self.path is not None:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def read_log(path: Path) -> list[dict]:
+    """The records of a log; a last line cut short by a kill is dropped."""
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return records
+
+
+def plot_loss_curve(log_path: Path, png_path: Path, title: str = "") -> None:
+    """Training loss per step and validation loss, on one axis (matplotlib's Agg backend: no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_log(log_path)
+    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train:
+        ax.plot(*zip(*train), label="train loss (per step)", linewidth=1)
+    if val:
+        ax.plot(*zip(*val), "o-", label="validation loss")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("cross-entropy per label token")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
 
 
 class StopOnInterrupt:
