@@ -1,4 +1,4 @@
-"""Summarising throughput: ours (prompting/generate.py) against transformers' pipeline and the seeds' loop.
+"""Summarising throughput: ours (prompting/model.py) against transformers' pipeline and the seeds' loop.
 
     python bench/bench_generate.py --model path/to/flan-t5-small --data path/to/dialogsum \
         --examples 500 --batch-size 8 --new-tokens 32 --loop-examples 48

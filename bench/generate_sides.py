@@ -3,7 +3,7 @@
 Each side takes the same model object, the same prompts (cut to 512 tokens) and the same greedy settings, and
 returns the summaries as text (special tokens skipped, stripped), so tokenising and decoding are timed too:
 
-* `ours`: prompting/generate.py's `generate_summaries`, batches of similar length.
+* `ours`: prompting/model.py's `generate_summaries`, batches of similar length.
 * `pipeline`: transformers' pipeline with the same batch size. transformers 5.x removed the "summarization" and
   "text2text-generation" tasks (`transformers.pipelines.REMOVED_TASKS`: "Use the `text-generation` pipeline");
   the text-generation pipeline is the one left that takes text prompts and calls `model.generate` on batches of
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 
-from prompting.generate import generate_summaries
+from prompting.model import generate_summaries
 
 
 class GenerateCounter:

@@ -15,7 +15,7 @@ and the next section runs; the exit code is 1 if any section failed, 2 if there 
 3. fused AdamW: the optimiser the loop builds lives on the device and is fused;
 4. resume: a run stopped by the library's Ctrl-C handling after a few steps and resumed ends where a straight run
    ends (losses and weights compared);
-5. generation: ours (prompting/generate.py) against transformers' pipeline, same precision, new tokens/s;
+5. generation: ours (prompting/model.py) against transformers' pipeline, same precision, new tokens/s;
 6. training throughput against the trainer stack (bench/trainer_stack.py) in the same precision, real tokens/s,
    and peak memory (`torch.cuda.max_memory_allocated`) of full fine-tuning against LoRA.
 """

@@ -1,4 +1,4 @@
-"""Where summarising time goes: ours (prompting/generate.py), transformers' pipeline and the seeds' loop, measured.
+"""Where summarising time goes: ours (prompting/model.py), transformers' pipeline and the seeds' loop, measured.
 
     python bench/profile_generate.py --model path/to/flan-t5-small --examples 64 --loop-examples 8
 

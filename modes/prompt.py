@@ -3,7 +3,7 @@
 The steps, in the order a reader would do them by hand:
 1. check the command line (modes/config.py), so a typo fails in a second rather than after loading a model;
 2. load the dialogues to summarise (and, for one/few-shot, the train split the shots come from);
-3. build prompts that fit the token budget (prompting/prompts.py), load the model, generate (prompting/generate.py);
+3. build prompts that fit the token budget (prompting/prompts.py), load the model, generate (prompting/model.py);
 4. write predictions.csv, side_by_side.md and metrics.json through eval/evaluate.py.
 """
 from __future__ import annotations
@@ -16,8 +16,7 @@ import torch
 from eval.evaluate import finish_run, prepare_output_dir
 from modes.config import data_config, generation_config, output_config
 from prompting.dialogsum import load_split
-from prompting.generate import generate_summaries
-from prompting.model import count_parameters, load_model_and_tokenizer, resolve_device
+from prompting.model import count_parameters, generate_summaries, load_model_and_tokenizer, resolve_device
 from prompting.prompts import build_prompts
 from train_loop.loop import peak_memory_mb
 from train_loop.precision import choose_precision, describe_machine

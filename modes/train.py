@@ -2,7 +2,7 @@
 
 The wiring only: the configuration (modes/config.py), the model (prompting/model.py) with LoRA in it
 (lora/inject.py), the data (train_loop/data.py), the loop (train_loop/loop.py), the summaries
-(prompting/generate.py) and the scores (eval/evaluate.py). Every bad flag is rejected before anything slow starts.
+(prompting/model.py) and the scores (eval/evaluate.py). Every bad flag is rejected before anything slow starts.
 
 Default learning rates follow the course's seeds: LoRA 1e-3; full fine-tuning 1e-4 for small models (d_model <= 512,
 flan-t5-small) and 1e-5 for base and larger. The model saved and evaluated at the end is the one with the lowest
@@ -160,7 +160,7 @@ def evaluate(args, c: RunConfig, model, tokenizer, out, device, info: dict, ddp)
     On N processes each summarises every N-th dialogue, in batches of --batch-size / N; rank 0 gathers them back
     in order and scores them all: one ROUGE, as one process would compute it."""
     from eval.evaluate import finish_run
-    from prompting.generate import generate_summaries
+    from prompting.model import generate_summaries
     from prompting.prompts import build_prompts
 
     data, gen = c.data, c.gen

@@ -1,25 +1,21 @@
-"""Getting a FLAN-T5 model and its tokenizer: the real weights, or the real architecture with random weights.
+"""FLAN-T5 and its tokenizer, pretrained or with random weights, and greedy summaries from it.
 
-Two paths, side by side:
+* `load_pretrained(name_or_folder)`: what a user runs, `from_pretrained` on a hub id or a local folder.
+* `build_random_init(config_folder)`: for tests and benchmarks where no weights can be downloaded: the architecture
+  from the folder's `config.json`, every weight random.
 
-* `load_pretrained(name_or_folder)`: what a user runs. `from_pretrained` on a hub id such as
-  `google/flan-t5-base` or on a local folder that holds `config.json`, the tokenizer files and the weights.
-* `build_random_init(config_folder)`: what tests and benchmarks run where no weights can be downloaded. The
-  architecture comes from the folder's `config.json`; every weight is random.
+The trap (docs/NOTES.md, "FLAN-T5 in transformers"): FLAN-T5's `lm_head` is *not* tied to the input embedding
+`shared`, but transformers 5.x's `T5Config` forces `tie_word_embeddings=True`, so a model built from the config
+alone ties them: 60,511,616 parameters (flan-t5-small) instead of 76,961,152. We keep T5's real ties (`shared` ==
+`encoder.embed_tokens` == `decoder.embed_tokens`) and give the model its own, independently initialised `lm_head`
+(a clone of `shared` would be re-tied by `from_pretrained` on reload).
 
-`load_model_and_tokenizer` picks one of them for run.py's `--model` / `--random-init`; `is_local` is the one rule
-for "is this name a folder or a hub id?".
-
-The trap this file exists for (docs/NOTES.md, "FLAN-T5 in transformers"): FLAN-T5 has an `lm_head`
-of its own, *not* tied to the input embedding `shared`, but transformers 5.x's `T5Config` forces
-`tie_word_embeddings=True`. A model built from the config alone therefore ties the head to `shared` and has
-60,511,616 parameters (flan-t5-small) instead of 76,961,152. We keep the embedding ties that T5 really has
-(`shared` == `encoder.embed_tokens` == `decoder.embed_tokens`) and give the model a separate, independently
-initialised `lm_head`. Independent matters: a head that is a clone of `shared` has equal values, and
-`from_pretrained` re-ties equal tensors on reload.
+`generate_summaries` sorts the prompts by token length (longest first, so an out-of-memory error shows in the first
+batch), decodes greedily as the course does (`do_sample=False`, one beam) and puts the summaries back in order.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -27,6 +23,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 # The hub id the seeds use; a user's machine downloads it, this project's machines cannot.
 DEFAULT_MODEL = "google/flan-t5-base"
@@ -179,3 +176,33 @@ def hub_is_reachable(timeout: float = 3.0) -> bool:
         return True
     except OSError:
         return False
+
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def generate_summaries(model, tokenizer, prompts: list[str], batch_size: int = 8, max_new_tokens: int = 200,
+                       device=None, max_input_tokens: int = 512, progress: bool = True,
+                       precision: str = "fp32") -> list[str]:
+    """`precision` as train_loop/precision.py chose it: 'bf16' or 'fp16' generate under autocast, as training
+    validates; 'fp32' keeps the model's dtype. (Autocast is written out here: prompting/ does not import train_loop/.)"""
+    if batch_size <= 0:
+        raise ValueError(f"--batch-size must be positive, got {batch_size}")
+    if max_new_tokens <= 0:
+        raise ValueError(f"--max-new-tokens must be positive, got {max_new_tokens}")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    lengths = [len(ids) for ids in tokenizer(prompts, verbose=False).input_ids]
+    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+    model.eval()
+    summaries: list[str] = [""] * len(prompts)
+    autocast = contextlib.nullcontext() if precision == "fp32" else torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])
+    with torch.inference_mode(), autocast:
+        for batch in tqdm(batches, desc="generating", unit="batch", disable=not progress):
+            enc = tokenizer([prompts[i] for i in batch], padding=True, truncation=True,
+                            max_length=max_input_tokens, return_tensors="pt").to(device)  # (B, T_in)
+            out = model.generate(**enc, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens)  # (B, T_out)
+            for i, text in zip(batch, tokenizer.batch_decode(out, skip_special_tokens=True)):
+                summaries[i] = text.strip()
+    return summaries

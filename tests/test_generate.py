@@ -3,8 +3,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from prompting.generate import generate_summaries
-from prompting.model import build_from_config
+from prompting.model import build_from_config, generate_summaries
 from tests.conftest import SMALL_DIR, tiny_t5_config
 
 
