@@ -187,7 +187,7 @@ def resume(cfg) -> None:
     straight = fresh()
     expected = train(straight, batches, config, cfg.dev).progress.losses
     first, folder = fresh(), cfg.tmp / "resume"
-    folder.mkdir()  # run.py prepares the run folder (train_loop/run_folder.py); the loop writes into it
+    folder.mkdir()  # run.py prepares the run folder (modes/config.py); the loop writes into it
     stopped = train(first, lambda e: StopAt(batches(e), 2), config, cfg.dev, folder=folder)
     assert stopped.interrupted, "the run was not stopped"
     second = fresh()

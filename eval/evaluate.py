@@ -83,22 +83,6 @@ def score_corpus(examples, predictions: list[str], use_stemmer: bool = True, boo
 
 # ---- the run folder's files ---------------------------------------------------------------------------------------
 
-RESULT_FILES = ("metrics.json", "predictions.csv")
-
-
-def prepare_output_dir(path: str | os.PathLike, overwrite: bool = False, resume: bool = False) -> Path:
-    """Create the run folder; refuse to write over another run's results unless told to."""
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--output-dir {out} is a file, not a folder")
-    if out.is_dir() and not (overwrite or resume) and any((out / name).exists() for name in RESULT_FILES):
-        raise ValueError(f"--output-dir {out} already holds a run's results; pass --overwrite or choose another folder")
-    out.mkdir(parents=True, exist_ok=True)
-    if not os.access(out, os.W_OK):
-        raise PermissionError(f"--output-dir {out} is not writable")
-    return out
-
-
 def write_json_atomic(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")

@@ -1,16 +1,23 @@
-"""The command line as data: one small dataclass per concern, built once from run.py's arguments and checked when
-it is made, so a typo fails in a second rather than after loading a model.
+"""The command line as data, and the run folder it names, checked before anything slow starts: a typo or a folder
+that must not be written fails in a second rather than after loading a model.
 
-The library never sees the argparse namespace: a runner passes these values, or their fields, explicitly. Each
-check lives once: LoRA's settings are checked by `lora.inject.LoRAConfig`, training's by `train_loop.loop.TrainConfig`
-and `train_loop.step.OptimConfig`, the split of a batch over processes by `train_loop.data.check_batch_split`.
+One small dataclass per concern, built once from run.py's arguments; the library never sees the argparse
+namespace. Each check lives once: LoRA's in `lora.inject.LoRAConfig`, training's in `train_loop.loop.TrainConfig`
+and `train_loop.step.OptimConfig`, the split of a batch over processes in `train_loop.data.check_batch_split`.
+
+The run folder: another run's results, or an unfinished run's checkpoints, are not overwritten without
+--overwrite; --resume needs a checkpoint of the same mode, model, number of processes and --fsdp setting; the disk
+must hold the checkpoints and the final model. Under torchrun only rank 0 calls these (`Parallel.run_on_main`).
 """
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from lora.inject import LoRAConfig
+from train_loop import checkpoint as ckpt
 from train_loop.loop import TrainConfig
 from train_loop.step import OptimConfig
 
@@ -96,3 +103,69 @@ def train_config(args, precision: str = "fp32") -> TrainConfig:
     return TrainConfig(optim=optim, epochs=args.epochs, max_steps=args.max_steps, grad_accum=args.grad_accum,
                        max_grad_norm=args.max_grad_norm, eval_every=args.eval_every, save_every=args.save_every,
                        precision=precision)
+
+
+# ---- the run folder: what may be written where -----------------------------------------------------------------
+
+RESULT_FILES = ("metrics.json", "predictions.csv")
+
+
+def prepare_output_dir(path: str | os.PathLike, overwrite: bool = False, resume: bool = False) -> Path:
+    """Create the run folder; refuse to write over another run's results unless told to."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--output-dir {out} is a file, not a folder")
+    if out.is_dir() and not (overwrite or resume) and any((out / name).exists() for name in RESULT_FILES):
+        raise ValueError(f"--output-dir {out} already holds a run's results; pass --overwrite or choose another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK):
+        raise PermissionError(f"--output-dir {out} is not writable")
+    return out
+
+
+def prepare_folder(folder: Path, mode: str, model: str, overwrite: bool = False, resume: bool = False,
+                   processes: int = 1, fsdp: bool = False) -> Path:
+    """The run folder, refusing to overwrite another run, and to resume from nothing or from another run."""
+    out = prepare_output_dir(folder, overwrite=overwrite, resume=resume)
+    try:  # os.access says yes to root even on a read-only file system: write something to be sure
+        (out / ".write_test").write_bytes(b"")
+        (out / ".write_test").unlink()
+    except OSError as err:
+        raise PermissionError(f"--output-dir {out} is not writable ({err.strerror}); choose another folder") from err
+    if not resume:
+        if ckpt.latest_checkpoint(out) is not None:
+            if not overwrite:
+                raise ValueError(f"--output-dir {out} holds checkpoints of an unfinished run; pass --resume to "
+                                 f"continue it or --overwrite to start over")
+            shutil.rmtree(out / ckpt.CHECKPOINT_DIR)
+        return out
+    from train_loop.checkpoint_check import resumable_checkpoint  # only --resume looks for damaged checkpoints
+
+    latest = resumable_checkpoint(out)
+    if latest is None:
+        raise ValueError(f"--resume: {out}/{ckpt.CHECKPOINT_DIR} holds no checkpoint; run without --resume")
+    saved = ckpt.read_fingerprint(latest)
+    if (saved.get("mode"), saved.get("model")) != (mode, model):
+        raise ValueError(f"--resume: checkpoint {latest} is from --mode {saved.get('mode')} --model "
+                         f"{saved.get('model')}; this run is --mode {mode} --model {model}")
+    written, now = (saved.get("processes", 1), saved.get("fsdp", False)), (processes, fsdp)
+    if written != now:
+        raise ValueError(f"--resume: checkpoint {latest} was written by {described(*written)}; this run has "
+                         f"{described(*now)}. Resume with the same number of processes (torchrun "
+                         f"--nnodes x --nproc_per_node) and the same --fsdp: each process's share of the data "
+                         f"and its random state are part of the checkpoint")
+    return out
+
+
+def described(count: int, fsdp: bool) -> str:
+    return f"{count} process{'es' if count > 1 else ''}{' with --fsdp' if fsdp else ''}"
+
+
+def check_disk_space(out: Path, trainable: int, total: int, mode: str) -> None:
+    """Fail before training, not at the first checkpoint: fp32 weights + two AdamW moments, three times (the two
+    kept checkpoints and the new one during a save), the best weights, and the final model (full) or adapter (LoRA)."""
+    need = 4 * (3 * trainable * (ckpt.KEEP + 1) + trainable + (total if mode == "full" else trainable))
+    free = shutil.disk_usage(out).free
+    if free < need:
+        raise ValueError(f"--output-dir {out}: {free / 2**20:,.0f} MiB free, this run needs about "
+                         f"{need / 2**20:,.0f} MiB for checkpoints and the final model; free space or choose another folder")

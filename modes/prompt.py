@@ -13,8 +13,8 @@ import time
 
 import torch
 
-from eval.evaluate import finish_run, prepare_output_dir
-from modes.config import data_config, generation_config, output_config
+from eval.evaluate import finish_run
+from modes.config import data_config, generation_config, output_config, prepare_output_dir
 from prompting.dialogsum import load_split
 from prompting.model import count_parameters, generate_summaries, load_model_and_tokenizer, resolve_device
 from prompting.prompts import build_prompts

@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from dataclasses import asdict, replace
 
 import torch
 
-from modes.config import DataConfig, RunConfig, run_config
+from modes.config import DataConfig, RunConfig, check_disk_space, prepare_folder, run_config
 from prompting.dialogsum import load_split
 from prompting.model import count_parameters, load_model_and_tokenizer, resolve_device
 from train_loop import checkpoint as ckpt
 from train_loop.data import batches_by_epoch, check_batch_split
 from train_loop.loop import CURVE_FILE, LOG_FILE, plot_loss_curve, train
 from train_loop.precision import choose_precision, describe_machine
-from train_loop.run_folder import check_disk_space, prepare_folder, save_model
 
 
 def default_lr(mode: str, d_model: int) -> float:
@@ -184,3 +184,24 @@ def evaluate(args, c: RunConfig, model, tokenizer, out, device, info: dict, ddp)
             tokenizer.save_pretrained(out / "merged_model")
         return finish_run(out, examples, prompts, predictions, info, use_stemmer=gen.use_stemmer)
     return on_main(ddp, finish)
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def save_model(model, tokenizer, out: Path, mode: str, base_model: str) -> int:
+    """Full: a `save_pretrained` folder transformers loads. LoRA: the adapter in peft's format, naming `base_model`.
+    Returns its bytes."""
+    if mode == "full":
+        model.save_pretrained(out / "model")
+        tokenizer.save_pretrained(out / "model")
+        return folder_bytes(out / "model")
+    from lora.checkpoint import save_adapter
+
+    # peft loads the base model from this name: a hub id as given, a local folder as an absolute path (a relative
+    # one would point elsewhere as soon as the adapter is loaded from another working directory)
+    local = Path(base_model).expanduser()
+    base = str(local.resolve()) if local.exists() else base_model
+    save_adapter(model, out / "adapter", base_model_name_or_path=base)
+    return folder_bytes(out / "adapter")

@@ -10,7 +10,7 @@ from lora.inject import add_lora, lora_layers
 from tests.conftest import DATA_DIR, SMALL_DIR
 from tests.train_helpers import tiny_model
 from train_loop.cpu_speed import use_cpu_kernels
-from train_loop.run_folder import save_model
+from modes.train import save_model
 
 
 def test_a_cpu_lora_run_saves_the_flags_it_trained_with(tmp_path, monkeypatch, capsys):
