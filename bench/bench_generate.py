@@ -46,7 +46,8 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 
 from bench import generate_sides as sides  # noqa: E402
-from lora.inject import add_lora, lora_layers, merge_lora  # noqa: E402
+from lora.layer import add_lora, lora_layers  # noqa: E402
+from lora.merge import merge_lora  # noqa: E402
 from prompting.dialogsum import load_split  # noqa: E402
 from prompting.model import build_random_init, load_tokenizer  # noqa: E402
 from prompting.prompts import zero_shot_prompt  # noqa: E402

@@ -16,7 +16,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from peft import LoraConfig, get_peft_model  # noqa: E402
 
-from lora.inject import add_lora, lora_layers, merge_lora, unmerge_lora  # noqa: E402
+from lora.layer import add_lora, lora_layers  # noqa: E402
+from lora.merge import merge_lora, unmerge_lora  # noqa: E402
 from prompting.model import build_from_config, build_random_init  # noqa: E402
 from train_loop.precision import describe_machine  # noqa: E402
 

@@ -63,7 +63,7 @@ def main() -> None:
     model = build_random_init(args.model, seed=args.seed)
     torch.manual_seed(args.seed)
     if args.mode == "lora":
-        from lora.inject import add_lora
+        from lora.layer import add_lora
 
         add_lora(model, **asdict(lora))
     if args.variant == "ours":

@@ -60,7 +60,7 @@ def run_ours(model_dir, data, mode, steps, batch_size, warmup, seed, count_flops
     model = build_random_init(model_dir, seed=seed)
     torch.manual_seed(seed)
     if mode == "lora":
-        from lora.inject import add_lora
+        from lora.layer import add_lora
 
         add_lora(model, **asdict(lora))
     if dev.type == "cpu":

@@ -20,8 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from lora.inject import add_lora, find_targets, lora_layers
-from lora.layer import check_hyperparameters
+from lora.layer import add_lora, check_hyperparameters, find_targets, lora_layers
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"

@@ -1,26 +1,28 @@
-"""One LoRA layer: a frozen `nn.Linear` plus a trainable low-rank update, written as the paper's equation.
+"""LoRA: a frozen `nn.Linear` plus a trainable low-rank update, written as the paper's equation, and put into a model.
 
-LoRA (Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models", arXiv:2106.09685, section 4.1)
-keeps a pretrained weight W (d_out, d_in) frozen and learns its update as a product of two thin matrices:
+LoRA (Hu et al. 2021, arXiv:2106.09685, section 4.1) keeps a pretrained weight W (d_out, d_in) frozen and learns
+its update as a product of two thin matrices:
 
     h = W x + (alpha / r) * B A x          A: (r, d_in), B: (d_out, r), r << min(d_in, d_out)
 
-Only A and B train: r * (d_in + d_out) numbers instead of d_in * d_out. B starts at zero, so at step 0 the
-adapted model is exactly the pretrained one. Dividing by r (section 4.1) means that changing r does not force
-re-tuning the learning rate much. rsLoRA (Kalajdzievski 2023, "A Rank Stabilization Scaling Factor for
-Fine-Tuning with LoRA", arXiv:2312.03732) shows that alpha / r shrinks the update too much at large ranks and
-that alpha / sqrt(r) keeps its size stable; `use_rslora=True` picks that.
+Only A and B train: r * (d_in + d_out) numbers instead of d_in * d_out. B starts at zero, so at step 0 the adapted
+model is exactly the pretrained one. Dividing by r means changing r does not force re-tuning the learning rate
+much; rsLoRA (Kalajdzievski 2023, arXiv:2312.03732) shows alpha / r shrinks the update too much at large ranks and
+uses alpha / sqrt(r) (`use_rslora=True`). Initialisation and dropout follow peft 0.21 (`tuners/lora/layer.py`): A
+as `nn.Linear` draws its weight (kaiming_uniform_, a=sqrt(5)), B zeros, dropout on A's input only. The update is
+linear, so `merge()` can fold it into W for inference at the plain Linear's cost; `unmerge()` takes it out again.
 
-Initialisation and dropout follow the reference library (peft 0.21, `tuners/lora/layer.py`): A is drawn as
-`nn.Linear` draws its weight (kaiming_uniform_ with a=sqrt(5), i.e. uniform in +-1/sqrt(d_in)), B is zeros,
-and dropout is applied to the input of A only; the frozen path W x never sees it.
-
-Because the update is linear, it can be folded into W for inference: `merge()` adds (alpha / r) * B A to W, so
-a merged layer costs exactly what the original Linear costs; `unmerge()` subtracts it again.
+Which layers (section 4.2 and 7.1): the attention projections, W_q and W_v together working best for a fixed
+budget; the seeds do the same on FLAN-T5 (targets "q", "v"). A target is matched against the *last* component of a
+module's name, exactly: "v" must never match `relative_attention_bias`, which a substring test would. Everything
+is checked before the model is touched, so a failing call leaves it as it was.
 """
 from __future__ import annotations
 
+import difflib
 import math
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -37,11 +39,8 @@ def check_hyperparameters(r, alpha, dropout) -> None:
 
 
 class LoRALinear(nn.Module):
-    """`base(x) + scaling * B A dropout(x)`, with `base` a frozen `nn.Linear` (Hu et al. 2021, eq. 3).
-
-    A and B take the device and dtype of `base.weight` unless `device` / `dtype` say otherwise (e.g. keep
-    float32 adapters on a bfloat16 model). `merged` says whether W currently holds the update.
-    """
+    """`base(x) + scaling * B A dropout(x)`, with `base` a frozen `nn.Linear` (Hu et al. 2021, eq. 3). A and B take
+    `base.weight`'s device and dtype unless told otherwise; `merged` says whether W currently holds the update."""
 
     def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0, use_rslora: bool = False,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None):
@@ -53,8 +52,7 @@ class LoRALinear(nn.Module):
         self.r, self.alpha, self.use_rslora = r, alpha, use_rslora
         # Hu et al. 2021 sec. 4.1: alpha / r; rsLoRA (Kalajdzievski 2023): alpha / sqrt(r).
         self.scaling = alpha / math.sqrt(r) if use_rslora else alpha / r
-        # The probability is kept apart from the module: a CPU speed-up swaps nn.Dropout for another module
-        # (train_loop/cpu_speed.py), and the adapter file must still record what was trained (lora/checkpoint.py).
+        # Kept apart from the module: cpu_speed.py swaps nn.Dropout, and the adapter file must record what trained.
         self.dropout_p = float(dropout)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         factory = dict(device=device if device is not None else base.weight.device,
@@ -102,3 +100,72 @@ class LoRALinear(nn.Module):
         rule = "alpha/sqrt(r)" if self.use_rslora else "alpha/r"
         return (f"d_in={self.base.in_features}, d_out={self.base.out_features}, r={self.r}, alpha={self.alpha}, "
                 f"scaling={self.scaling:.4g} ({rule}), dropout={self.dropout_p:g}, merged={self.merged}")
+
+
+# ---- putting LoRA into a model ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LoRAConfig:
+    """`add_lora`'s settings as one value (run.py's --lora-* flags), checked when it is made."""
+    targets: tuple[str, ...] = ("q", "v")
+    r: int = 8
+    alpha: float = 16
+    dropout: float = 0.0
+    use_rslora: bool = False
+
+    def __post_init__(self):
+        check_hyperparameters(self.r, self.alpha, self.dropout)
+
+
+def lora_layers(model: nn.Module) -> list[tuple[str, LoRALinear]]:
+    """(name, layer) for every LoRALinear in `model`, in `named_modules()` order."""
+    return [(name, module) for name, module in model.named_modules() if isinstance(module, LoRALinear)]
+
+
+def _as_target_tuple(targets: str | Iterable[str]) -> tuple[str, ...]:
+    names = targets.split(",") if isinstance(targets, str) else list(targets)
+    names = tuple(dict.fromkeys(name.strip() for name in names if name.strip()))
+    if not names:
+        raise ValueError(f"LoRA targets must name at least one nn.Linear (e.g. 'q,v'), got {targets!r}")
+    return names
+
+
+def find_targets(model: nn.Module, targets: str | Iterable[str]) -> list[str]:
+    """Names of the nn.Linear modules whose last name component is one of `targets`; changes nothing.
+
+    Raises a ValueError for a target that matches no nn.Linear, listing the Linear names there are.
+    """
+    targets = _as_target_tuple(targets)
+    linear_names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    last_components = sorted({name.rsplit(".", 1)[-1] for name in linear_names})
+    for target in targets:
+        if target not in last_components:
+            # "query" or "q_proj" (other models' names) -> "q"; "wi" -> "wi_0", "wi_1"; typos -> difflib
+            close = [name for name in last_components if target.startswith(name) or name.startswith(target)]
+            close = close or difflib.get_close_matches(target, last_components, n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise ValueError(f"LoRA target {target!r} matches no nn.Linear in {type(model).__name__}.{hint} "
+                             f"The Linear layers' names (last component) are: {', '.join(last_components)}")
+    return [name for name in linear_names if name.rsplit(".", 1)[-1] in targets]
+
+
+def add_lora(model: nn.Module, targets: str | Iterable[str] = ("q", "v"), r: int = 8, alpha: float = 16,
+             dropout: float = 0.0, use_rslora: bool = False) -> list[str]:
+    """Wrap every targeted nn.Linear (last name components, e.g. `("q", "v")` or "q,v") in a LoRALinear, in place;
+    freeze every other parameter; return the wrapped names."""
+    check_hyperparameters(r, alpha, dropout)
+    already = lora_layers(model)
+    if already:
+        raise ValueError(f"the model already has LoRA layers (e.g. {already[0][0]}); adding LoRA twice would "
+                         "wrap a LoRALinear in another. Call lora.merge.unload_lora(model) first")
+    names = find_targets(model, targets)
+    for name in names:
+        parent_name, _, child_name = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        setattr(parent, child_name, LoRALinear(getattr(parent, child_name), r, alpha, dropout, use_rslora))
+    for param in model.parameters():
+        param.requires_grad_(False)
+    for _, layer in lora_layers(model):
+        layer.lora_A.requires_grad_(True)
+        layer.lora_B.requires_grad_(True)
+    return names

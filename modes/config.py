@@ -2,7 +2,7 @@
 that must not be written fails in a second rather than after loading a model.
 
 One small dataclass per concern, built once from run.py's arguments; the library never sees the argparse
-namespace. Each check lives once: LoRA's in `lora.inject.LoRAConfig`, training's in `train_loop.loop.TrainConfig`
+namespace. Each check lives once: LoRA's in `lora.layer.LoRAConfig`, training's in `train_loop.loop.TrainConfig`
 and `train_loop.step.OptimConfig`, the split of a batch over processes in `train_loop.data.check_batch_split`.
 
 The run folder: another run's results, or an unfinished run's checkpoints, are not overwritten without
@@ -16,7 +16,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from lora.inject import LoRAConfig
+from lora.layer import LoRAConfig
 from train_loop import checkpoint as ckpt
 from train_loop.loop import TrainConfig
 from train_loop.step import OptimConfig

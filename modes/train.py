@@ -84,7 +84,7 @@ def build_model(args, lora):
     model, tokenizer = load_model_and_tokenizer(args.model, args.random_init, args.seed)
     torch.manual_seed(args.seed)  # LoRA's A, drawn the same in every process and on every resume
     if args.mode == "lora":
-        from lora.inject import add_lora
+        from lora.layer import add_lora
 
         add_lora(model, **asdict(lora))
     return model, tokenizer
@@ -177,7 +177,7 @@ def evaluate(args, c: RunConfig, model, tokenizer, out, device, info: dict, ddp)
 
     def finish() -> dict:  # rank 0
         if args.merge:
-            from lora.inject import unload_lora
+            from lora.merge import unload_lora
 
             merged = unload_lora(model, merge=True)
             merged.save_pretrained(out / "merged_model")

@@ -6,7 +6,7 @@ import json
 import torch
 
 import run
-from lora.inject import add_lora, lora_layers
+from lora.layer import add_lora, lora_layers
 from tests.conftest import DATA_DIR, SMALL_DIR
 from tests.train_helpers import tiny_model
 from train_loop.cpu_speed import use_cpu_kernels

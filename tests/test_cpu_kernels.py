@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from transformers.activations import NewGELUActivation
 
-from lora.inject import add_lora
+from lora.layer import add_lora
 from tests.train_helpers import random_batches, tiny_model
 from train_loop.cpu_speed import ATTENTION, FastDropout, fast_dropout, keep_mask, use_cpu_kernels
 from train_loop.step import token_loss_sum

@@ -5,7 +5,8 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from lora.inject import add_lora, lora_layers, lora_parameters
+from lora.layer import add_lora, lora_layers
+from lora.merge import lora_parameters
 from prompting.model import build_from_config, build_random_init
 from tests.conftest import SMALL_DIR, tiny_t5_config
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lora.inject import add_lora
+from lora.layer import add_lora
 from prompting.model import build_random_init
 from tests.conftest import SMALL_DIR
 from tests.train_helpers import random_batches, tiny_model

@@ -97,12 +97,12 @@ def test_stock_trainer_on_t5_sums_micro_batch_means_under_accumulation(tmp_path)
     assert abs(ours.progress.losses[0] - per_token) < 1e-5 * per_token
 
 
-# --- LoRA mode: waits on the lora/ merge (lora.inject.add_lora) -------------------------------------------------
+# --- LoRA mode: waits on the lora/ merge (lora.layer.add_lora) -------------------------------------------------
 
 def test_lora_mode_equals_seq2seq_trainer_with_peft(tmp_path):
     from peft import LoraConfig, get_peft_model
 
-    from lora.inject import add_lora
+    from lora.layer import add_lora
 
     batches = random_batches(13)
     base = tiny_model()
@@ -121,7 +121,7 @@ def test_lora_mode_equals_seq2seq_trainer_with_peft(tmp_path):
     their_losses = trainer_run(theirs, batches, tmp_path, grad_accum=2, compute_loss_func=per_token_loss)
     result = train(ours, lambda epoch: batches, quick_config(grad_accum=2), torch.device("cpu"))
     their_weights = {name: p for name, p in theirs.merge_and_unload().state_dict().items()}
-    from lora.inject import unload_lora
+    from lora.merge import unload_lora
 
     merged = unload_lora(ours, merge=True)
     assert_same_run(result.progress.losses, their_losses, merged, their_weights)

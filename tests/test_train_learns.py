@@ -63,7 +63,7 @@ def test_full_fine_tuning_lowers_validation_loss_on_dialogsum():
 
 
 def test_lora_fine_tuning_lowers_validation_loss_on_dialogsum():  # waits on the lora/ merge
-    from lora.inject import add_lora
+    from lora.layer import add_lora
 
     model = small_model()
     add_lora(model, targets=("q", "v"), r=8, alpha=16)
