@@ -7,9 +7,9 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 
-from lora.checkpoint import load_adapter, save_adapter
+from lora.checkpoint import save_adapter
 from lora.layer import add_lora, lora_layers
-from lora.merge import lora_parameters, merge_lora
+from lora.merge import load_adapter, lora_parameters, merge_lora
 from prompting.model import build_from_config
 from tests.conftest import tiny_t5_config
 
