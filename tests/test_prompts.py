@@ -3,7 +3,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from prompting.dialogsum import Example, load_split
-from prompting.prompts import build_prompts, flan_dialogue_prompt, flan_target, zero_shot_prompt
+from prompting.prompts import build_prompts, zero_shot_prompt
+from prompting.shots import flan_dialogue_prompt, flan_target
 from tests.conftest import DATA_DIR, SMALL_DIR
 
 
