@@ -1,26 +1,16 @@
 """The training state on disk: written atomically, found again after a crash, refused when it belongs to another run.
 
-A checkpoint is one file, `checkpoints/step-00000040.pt`, holding everything the next optimiser step depends on:
+A checkpoint, `checkpoints/step-00000040.pt`, holds everything the next optimiser step depends on: the trainable
+weights (only LoRA's A and B in LoRA mode: the frozen base is rebuilt from `--model`/`--seed`), the AdamW moments,
+the scheduler's step, the GradScaler's scale, the RNG states (so dropout masks after a resume are the ones the
+uninterrupted run would have drawn), the position in the data, the history, and a fingerprint of the run checked on
+resume.
 
-* the trainable weights (all of them in full mode; only LoRA's A and B in LoRA mode, since the frozen base is
-  rebuilt identically from `--model`/`--seed`),
-* the AdamW moments, the scheduler's step count, the GradScaler's scale (fp16),
-* the RNG states (Python, torch CPU, every CUDA device): dropout masks after a resume are the ones the
-  uninterrupted run would have drawn,
-* the position in the data (epoch, micro-batch index) and the history (losses, validation, best so far),
-* a fingerprint of the run (mode, model, trainable shapes, data settings) checked on resume.
-
-Atomic: the file is written as `*.pt.tmp`, flushed to the disk (fsync), then renamed over its final name with
-`os.replace`, which POSIX makes atomic. A process killed mid-write (even `kill -9`) leaves at worst a `.tmp`
-file that `latest_checkpoint` ignores; every `step-*.pt` is complete. The two newest checkpoints are kept (older
-ones are deleted once the new one is in place), so a damaged newest one still leaves one to resume from.
-
-A file can still be damaged after it was written (a truncated copy, a full disk, a bad sector): each checkpoint has
-a sidecar `step-00000040.pt.sha256` with the SHA-256 of its bytes, in `sha256sum`'s format (`sha256sum -c` checks it
-by hand), written before the checkpoint is renamed into place. checkpoint_check.py uses it on --resume.
-
-Several processes (torchrun) write the same file through dist_checkpoint.py: rank 0 writes, every process helps
-gather the weights, and the RNG entry holds one state per process.
+Atomic: written as `*.pt.tmp`, fsynced, then renamed over its name with `os.replace` (atomic in POSIX): a process
+killed mid-write leaves at worst a `.tmp` that `latest_checkpoint` ignores. The two newest are kept, so a damaged
+newest one still leaves one to resume from; each has a sidecar `step-00000040.pt.sha256` in `sha256sum`'s format,
+written before the rename, which checkpoint_check.py uses on --resume. Several processes write the same file through
+dist_checkpoint.py.
 """
 from __future__ import annotations
 
@@ -58,8 +48,7 @@ def checksum_path(path: Path) -> Path:
 
 
 def save_atomic(obj, path: Path, with_checksum: bool = False) -> None:
-    """torch.save to `path` so that a reader sees the old file or the whole new one, never half of it; with
-    `with_checksum`, the SHA-256 of the bytes goes to `checksum_path(path)` before `path` appears."""
+    """torch.save so a reader sees the old file or the whole new one; the SHA-256 sidecar appears before `path`."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         writer = HashingWriter(f)
@@ -125,8 +114,7 @@ def save_checkpoint(folder: Path, model, optimizer, scheduler, scaler, progress:
 
 
 def write_checkpoint(folder: Path, state: dict) -> Path:
-    """`state` (as `save_checkpoint` builds it) to `checkpoints/step-*.pt`; once it is in place, the checkpoints
-    older than the newest KEEP go, with their checksums, and so do half-written `.tmp` files."""
+    """`state` to `checkpoints/step-*.pt`; then the checkpoints older than the newest KEEP go, and `.tmp` files."""
     path = checkpoint_path(folder, state["progress"]["step"])
     path.parent.mkdir(parents=True, exist_ok=True)
     save_atomic(state, path, with_checksum=True)

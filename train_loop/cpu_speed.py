@@ -1,57 +1,31 @@
 """Faster T5 training on CPU: three kernel swaps and a memory setting, applied in one call, `speed_up_on_cpu`.
 
-An optional chapter: the training loop is complete without it, and run.py applies it only with `--cpu-kernels`
-on a CPU. The swaps compute the same formulas, but not the same bits: the dropout masks are other random numbers
-(a different sample of the same training), and the fused GELU and eager attention round differently from
-transformers' defaults. Nothing a user keeps changes: the model's weights and config, the adapter file (LoRA's
-`dropout_p` records the probability whatever module draws the masks), checkpoints and output files.
+An optional chapter: the loop is complete without it; run.py applies it under `--cpu-kernels` (on by default:
+1.25x for LoRA in fp32, bench/RESULTS.md) when training on a CPU. The swaps compute the same formulas, not the
+same bits: the dropout masks are other random numbers (another sample of the same training) and the fused GELU and
+eager attention round differently. Nothing a user keeps changes: weights, config, the adapter file (LoRA records
+`dropout_p`), checkpoints, outputs. On one CPU thread (`python bench/profile_train.py --variant sdpa`) the matrix
+products are only about a fifth of a step; most of the rest is element-wise passes over whole activation tensors.
 
-A profile of one training step on one CPU thread (`python bench/profile_train.py --variant sdpa`, flan-t5-small,
-bf16 autocast) puts the matrix products at only about a fifth of the time; most of the rest is element-wise work
-that reads and writes whole activation tensors. Three pieces of it do more passes over memory than their math
-needs, and `use_cpu_kernels` swaps each for the same math in fewer passes:
-
-1. **Dropout masks** (the largest single operator after the matrix products). Dropout (Srivastava et al. 2014,
-   "inverted") keeps each element with probability 1 - p and scales it by 1 / (1 - p):
-
-       y = x * m / (1 - p),   m ~ Bernoulli(1 - p), one independent draw per element;   dy/dx = m / (1 - p).
-
-   T5 applies it after the embeddings, after every attention and feed-forward block, inside the gated
-   feed-forward and on the attention probabilities (B, H, T, S); LoRA once more on the input of every adapter.
-   torch's CPU dropout draws one 32-bit number from its Mersenne Twister per element (`bernoulli_`), makes a
-   float mask, divides it by 1 - p, then multiplies. `fast_dropout` computes the same formula with less work
-   around the random numbers (`python bench/bench_dropout.py` times both):
-   * one 64-bit draw gives two 32-bit numbers u (for 1.2M elements: 2.6 ms of 64-bit draws, 7.0 ms of
-     bernoulli_, on this project's machine);
-   * m = (u >= p * 2**32), compared as signed integers: Bernoulli(1 - p) up to 2**-32 (torch.rand's floats
-     resolve 2**-24);
-   * the mask m / (1 - p) is made once in x's dtype and kept for the backward, which is dy * mask, as torch's.
-   The random numbers come from torch's default generator, so `torch.manual_seed` makes runs repeatable and a
-   checkpoint's saved generator state makes a resumed run continue the same masks. They are *different* numbers
-   from the ones `nn.Dropout` would draw: a different sample of the same training, not the same run bit for bit.
-
+1. **Dropout** (Srivastava et al. 2014, "inverted"): y = x * m / (1 - p), m ~ Bernoulli(1 - p) per element,
+   dy/dx = m / (1 - p). torch's CPU dropout draws one 32-bit number per element from its Mersenne Twister
+   (`bernoulli_`), makes a float mask, divides, multiplies. `fast_dropout` takes two 32-bit numbers u from each
+   64-bit draw (1.2M elements: 2.6 ms against 7.0 ms, `python bench/bench_dropout.py`), keeps where u >= p * 2**32
+   (Bernoulli(1 - p) up to 2**-32), and keeps the mask m / (1 - p) in x's dtype for the backward. The numbers come
+   from torch's default generator: `torch.manual_seed` and a checkpoint's saved state repeat them.
 2. **Attention.** transformers' default, SDPA, has no fused CPU kernel for a learned position bias with dropout;
-   its "math" fallback does eager attention's work plus a masked copy of the position bias per layer and a
-   NaN-safe softmax. `t5_attention` is transformers' eager attention, with `fast_dropout` on the weights.
-
-3. **GELU.** FLAN-T5's gated feed-forward uses `gelu_new`, which transformers writes as seven tensor operations
-   (0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))), each a pass over (B, T, d_ff) kept for the backward.
-   `nn.GELU(approximate="tanh")` is the same formula (Hendrycks & Gimpel 2016) as one kernel, forward and
-   backward (transformers itself calls it `gelu_pytorch_tanh`, "a faster version of gelu_new").
+   its "math" fallback adds a masked copy of the bias per layer and a NaN-safe softmax. `t5_attention` is
+   transformers' eager attention with `fast_dropout` on the weights.
+3. **GELU.** FLAN-T5's `gelu_new` is seven tensor operations, each a pass over (B, T, d_ff) kept for the
+   backward; `nn.GELU(approximate="tanh")` is the same formula (Hendrycks & Gimpel 2016) as one kernel.
+4. **Memory** (`keep_freed_memory`). glibc's malloc hands large blocks back to the kernel, and memory fresh from the
+   kernel costs a page fault per 4 KiB page on first touch. `mallopt` (man 3 mallopt) with M_MMAP_MAX 0 and a
+   1 GiB trim threshold keeps freed pages for the next step: 134,000-143,000 minor page faults per step instead of
+   333,000-343,000 (flan-t5-small, full, batch 8, `python bench/profile_train.py --mode full --steps 4 --rows 0
+   --keep-freed-memory on|off`), about the same peak. Linux with glibc only.
 
 tests/test_cpu_kernels.py pins the dropout formula, keep rate and gradient, and that a swapped model at dropout 0
-gives transformers' T5 loss and gradients (float64) and the same generated tokens. On CUDA, dropout is already
-one fused kernel, SDPA has fused kernels and the GELU is one kernel either way: `use_cpu_kernels` leaves a model
-that trains on a GPU alone.
-
-4. **Memory** (`keep_freed_memory`). Every step of eager PyTorch allocates and frees the same large activation
-   tensors (a (8, 6, 300, 300) fp32 attention tensor is 17 MB). glibc's malloc serves blocks above its mmap
-   threshold straight from the kernel with mmap and trims freed memory at the top of its heap; memory fresh from
-   the kernel costs a page fault per 4 KiB page on first touch. `mallopt` (man 3 mallopt) with M_MMAP_MAX 0 and a
-   1 GiB trim threshold keeps freed pages for the next step: 134,000-143,000 minor page faults per step instead
-   of 333,000-343,000 on flan-t5-small, full fine-tuning, batch 8 (`python bench/profile_train.py --mode full
-   --steps 4 --rows 0 --keep-freed-memory on|off`). Peak memory stays about the same; memory freed at the end is
-   kept until the process exits. Linux with glibc only; elsewhere it does nothing.
+gives transformers' T5 loss, gradients (float64) and generated tokens. On CUDA nothing is swapped.
 """
 from __future__ import annotations
 
@@ -140,9 +114,7 @@ AttentionMaskInterface.register(ATTENTION, eager_mask)  # the same additive floa
 
 
 def use_cpu_kernels(model: nn.Module, device: torch.device) -> dict[str, int]:
-    """When training on the CPU, swap every `nn.Dropout` of `model` (T5's and LoRA's) for `FastDropout`, route
-    attention through `t5_attention`, and swap `gelu_new` for `nn.GELU(approximate="tanh")`. Returns how many
-    modules of each kind were swapped (none on CUDA, where nothing changes)."""
+    """Swaps 1-3 on `model` (T5's and LoRA's dropout); returns how many modules of each kind (none off the CPU)."""
     swapped = {"dropout": 0, "gelu": 0}
     if torch.device(device).type != "cpu":
         return swapped
@@ -170,7 +142,6 @@ def keep_freed_memory() -> bool:
 
 
 def speed_up_on_cpu(model: nn.Module) -> None:
-    """The one call: the kernel swaps on `model` and the memory setting for this process. For a model trained on
-    the CPU; run.py calls it under `--cpu-kernels`, bench/train_sides.py and bench/profile_train.py too."""
+    """The one call, for a model trained on the CPU: the kernel swaps on `model`, the memory setting for the process."""
     use_cpu_kernels(model, torch.device("cpu"))
     keep_freed_memory()
