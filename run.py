@@ -5,11 +5,9 @@
     python run.py --mode compare                       # the whole study, or --runs DIR... for runs already made
     torchrun --nproc_per_node N run.py --mode full|lora  # the same training on N processes (GPUs, machines)
 
-This file only reads the command line and hands it to the runner of the mode (modes/), which builds the
-configuration and calls the library (lora/, train_loop/, prompting/, eval/). Library code raises ValueError /
-FileNotFoundError with a message that names the problem; this is the one place that turns such an error into a
-single line on stderr and exit code 2. Under torchrun only rank 0 prints: every process meets the same bad flag,
-and a process that lost another one (train_loop/distributed.PeerLost) leaves the explanation to rank 0.
+This file reads the command line and hands it to the mode's runner (modes/), which builds the configuration and
+calls the library. The library raises ValueError / FileNotFoundError naming the problem; here such an error becomes
+one line on stderr and exit code 2. Under torchrun only rank 0 prints (every process meets the same bad flag).
 """
 from __future__ import annotations
 
@@ -125,8 +123,7 @@ def summary(result) -> str:
 
 
 def show_project_logs() -> None:
-    """Settings and warnings from the project's modules go through `logging`; show them as plain lines on the
-    stderr of this call (replacing the handler of an earlier call, whose stream may be gone)."""
+    """The project's `logging` lines, plain, on this call's stderr (replacing an earlier call's handler)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     for package in ("lora", "prompting", "train_loop", "eval", "modes"):
@@ -136,8 +133,8 @@ def show_project_logs() -> None:
 
 
 def use_local_cache_if_offline(args: argparse.Namespace) -> None:
-    """Hub ids and no network: let the libraries answer from their cache at once instead of retrying for a minute.
-    Set before transformers/datasets are imported, which read these variables once."""
+    """Hub ids and no network: the libraries answer from their cache at once instead of retrying for a minute
+    (set before transformers/datasets are imported: they read these variables once)."""
     from prompting.model import hub_is_reachable, is_local
 
     names = [args.model, args.data] if args.mode != "compare" or not args.runs else []
@@ -148,9 +145,8 @@ def use_local_cache_if_offline(args: argparse.Namespace) -> None:
 
 @contextlib.contextmanager
 def no_empty_folder_left(folder: Path):
-    """A run that fails before it writes anything leaves no empty run folder behind. The folders this run creates
-    (`folder` and any missing parents) are removed again on failure when nothing was written into them; `os.rmdir`
-    removes only empty folders, and a folder that existed before is never touched."""
+    """A run that fails leaves no empty run folder behind: the folders it created (`folder` and missing parents) are
+    removed again if still empty (`os.rmdir` removes only empty ones); a folder that existed before is never touched."""
     created = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
     try:
         yield

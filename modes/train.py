@@ -1,30 +1,28 @@
 """`python run.py --mode full|lora`: fine-tune FLAN-T5 on DialogSum's train split, validate, then evaluate.
 
-The wiring only: the configuration (modes/config.py), the model (prompting/model.py) with LoRA in it
-(lora/inject.py), the data (train_loop/data.py), the loop (train_loop/loop.py), the summaries
-(prompting/model.py) and the scores (eval/evaluate.py). Every bad flag is rejected before anything slow starts.
+The wiring only; every bad flag is rejected (modes/config.py) before anything slow starts. Default learning rates
+follow the course's seeds: LoRA 1e-3; full 1e-4 for small models (d_model <= 512) and 1e-5 for base and larger.
+The model saved and evaluated is the one with the lowest validation loss (the Trainer's `load_best_model_at_end`).
+Full fine-tuning saves a `save_pretrained` folder, LoRA the adapter in peft's format.
 
-Default learning rates follow the course's seeds: LoRA 1e-3; full fine-tuning 1e-4 for small models (d_model <= 512,
-flan-t5-small) and 1e-5 for base and larger. The model saved and evaluated at the end is the one with the lowest
-validation loss (the Trainer's `load_best_model_at_end=True`).
-
-One process is the plain path: `ddp` is None. Under torchrun (WORLD_SIZE > 1) `ddp` is train_loop/distributed.py's
-`Parallel`: each process trains on its share of every batch and summarises its share of the dialogues; rank 0
-alone prepares the folder, prints and writes. On CPU, `--cpu-kernels` (train_loop/cpu_speed.py) swaps in faster
-dropout, attention and GELU kernels.
+One process is the plain path: `ddp` is None. Under torchrun (WORLD_SIZE > 1) it is distributed.py's `Parallel`:
+each process trains on its share of every batch and summarises its share of the dialogues; rank 0 alone prepares
+the folder, prints and writes.
 """
 from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from dataclasses import asdict, replace
+from pathlib import Path
 
 import torch
 
+from eval.evaluate import finish_run
 from modes.config import DataConfig, RunConfig, check_disk_space, prepare_folder, run_config
 from prompting.dialogsum import load_split
-from prompting.model import count_parameters, load_model_and_tokenizer, resolve_device
+from prompting.model import count_parameters, generate_summaries, load_model_and_tokenizer, resolve_device
+from prompting.prompts import build_prompts
 from train_loop import checkpoint as ckpt
 from train_loop.data import batches_by_epoch, check_batch_split
 from train_loop.loop import CURVE_FILE, LOG_FILE, plot_loss_curve, train
@@ -155,14 +153,8 @@ def train_and_evaluate(args, c: RunConfig, ddp, device) -> dict:
 
 
 def evaluate(args, c: RunConfig, model, tokenizer, out, device, info: dict, ddp) -> dict:
-    """Summaries of the evaluation split by the best model, ROUGE, and the run's metrics.json.
-
-    On N processes each summarises every N-th dialogue, in batches of --batch-size / N; rank 0 gathers them back
-    in order and scores them all: one ROUGE, as one process would compute it."""
-    from eval.evaluate import finish_run
-    from prompting.model import generate_summaries
-    from prompting.prompts import build_prompts
-
+    """Summaries of the evaluation split by the best model, ROUGE, metrics.json. On N processes each summarises
+    every N-th dialogue; rank 0 gathers them back in order and scores them all, as one process would."""
     data, gen = c.data, c.gen
     examples = load_split(data.source, data.split, max_samples=data.max_eval_samples, seed=data.seed)
     # The zero-shot prompt the model was trained on, cut inside the template as in training (train_loop/data.py)

@@ -1,24 +1,16 @@
 """Training data: dialogue/summary pairs as token ids, then batches of similar length padded only as far as needed.
 
-**Tokens.** The input is the zero-shot prompt (prompting/prompts.py), so the fine-tuned model is asked at test
-time exactly what it learnt to answer; targets are the first human summary. 260 of the 12,460 training dialogues
-do not fit 512 tokens with the prompt (tests/test_batching.py). Cutting the token ids at 512, as
-the course notebook does, cuts off "Summary:" too; here the dialogue is cut inside the template
-(prompting/prompts.py, `fit_target`) so the question survives. A target longer than 128 tokens keeps its `</s>`.
+**Tokens.** The input is the zero-shot prompt (prompting/prompts.py), so the fine-tuned model is asked at test time
+what it learnt to answer; the target is the first human summary. 260 of the 12,460 training dialogues do not fit
+512 tokens; cutting the ids at 512, as the course notebook does, cuts off "Summary:" too, so the dialogue is cut
+inside the template instead (`fit_target`). A target longer than 128 tokens keeps its `</s>`.
 
-**Batches.** Padding every example to 512 input and 128 target tokens, as the course notebook does, makes 58% of
-all tokens on DialogSum train padding (tests/test_batching.py): more than half the compute multiplies zeros.
-Two fixes:
-
-* dynamic padding (`collate`): pad each batch to its own longest example; labels are padded with IGNORE_INDEX,
-  which the loss skips (`CrossEntropyLoss`'s `ignore_index`; padding labels with 0 would teach the model to emit
-  <pad>);
-* length grouping (`length_grouped_batches`): shuffle, sort within large random pools (`pool_batches` batches
-  each), cut each pool into batches and shuffle the batches: the "megabatch" idea of transformers'
-  `LengthGroupedSampler`, written out. Sorting the whole set would make every epoch the same.
-
-Several processes (rank 0..world_size-1) each get their share of every global batch, `batch[rank::world_size]`:
-all ranks together see exactly the single-process batches.
+**Batches.** Padding every example to 512 + 128 tokens, as the course notebook does, makes 58% of DialogSum train's
+tokens padding (tests/test_batching.py). So `collate` pads each batch to its own longest example (labels with
+IGNORE_INDEX, which the loss skips; padding them with 0 would teach the model to emit <pad>), and
+`length_grouped_batches` shuffles, sorts within large random pools, cuts them into batches and shuffles the batches:
+transformers' `LengthGroupedSampler` "megabatch" idea, written out (sorting the whole set would repeat every epoch).
+With several processes each takes `batch[rank::world_size]` of every global batch.
 """
 from __future__ import annotations
 
@@ -83,11 +75,8 @@ def check_batch_split(batch_size: int, world_size: int) -> None:
 
 def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int, rank: int = 0,
                            world_size: int = 1, pool_batches: int = 50) -> list[list[int]]:
-    """Example indices per batch, deterministic for (seed, epoch); this rank's share when world_size > 1.
-
-    `batch_size` is the global batch; each rank gets batch_size / world_size of it. With several ranks, a last
-    batch smaller than world_size (at most world_size - 1 examples an epoch) is left out, so no rank is idle.
-    """
+    """Example indices per batch, the same for (seed, epoch); with several ranks this rank's share of each global
+    batch, and a last batch smaller than world_size (at most world_size - 1 examples an epoch) left out."""
     if batch_size <= 0 or pool_batches <= 0:
         raise ValueError(f"batch_size and pool_batches must be positive, got {batch_size} and {pool_batches}")
     if world_size <= 0 or not 0 <= rank < world_size:
