@@ -118,3 +118,27 @@ def finish_run(output_dir: Path, examples, prompts, predictions, info: dict, use
     write_side_by_side(output_dir / "side_by_side.md", examples, prompts, predictions, title=f"{info.get('mode', 'run')}: {info.get('model', '')}")
     write_json_atomic(output_dir / "metrics.json", metrics)
     return metrics
+
+
+def plot_loss_curve(records: list[dict], png_path: Path, title: str = "") -> None:
+    """A training run's `loss_curve.png`: the loss per step and the validation loss from its log's `records`, on one
+    axis (matplotlib's Agg backend: no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train:
+        ax.plot(*zip(*train), label="train loss (per step)", linewidth=1)
+    if val:
+        ax.plot(*zip(*val), "o-", label="validation loss")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("cross-entropy per label token")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)

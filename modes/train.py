@@ -18,14 +18,14 @@ from pathlib import Path
 
 import torch
 
-from eval.evaluate import finish_run
+from eval.evaluate import finish_run, plot_loss_curve
 from modes.config import DataConfig, RunConfig, check_disk_space, prepare_folder, run_config
 from prompting.dialogsum import load_split
 from prompting.model import count_parameters, generate_summaries, load_model_and_tokenizer, resolve_device
 from prompting.prompts import build_prompts
 from train_loop import checkpoint as ckpt
 from train_loop.data import batches_by_epoch, check_batch_split
-from train_loop.loop import CURVE_FILE, LOG_FILE, plot_loss_curve, train
+from train_loop.loop import LOG_FILE, read_log, train
 from train_loop.precision import choose_precision, describe_machine
 
 
@@ -122,7 +122,7 @@ def train_and_evaluate(args, c: RunConfig, ddp, device) -> dict:
     result = train(model, batches["train"], config, device, folder=out, val_batches=batches["validation"](0),
                    resume=c.out.resume, fingerprint=fingerprint, ddp=ddp)
     if main:
-        plot_loss_curve(out / LOG_FILE, out / CURVE_FILE, title=f"{args.mode}: {args.model}")
+        plot_loss_curve(read_log(out / LOG_FILE), out / "loss_curve.png", title=f"{args.mode}: {args.model}")
     if result.interrupted:
         if main:
             print(f"stopped after step {result.progress.step}; checkpoint {result.checkpoint}; --resume continues")

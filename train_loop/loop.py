@@ -1,19 +1,16 @@
 """One training loop for full and LoRA fine-tuning: epochs of optimiser steps (step.py), validation, checkpoints,
-and the log a run leaves to look at.
+and the log it writes.
 
 Each step takes the next `grad_accum` micro-batches of the epoch (fewer at an epoch's end, as the Trainer does).
 The validation loss is measured at each epoch end, every `eval_every` steps and at the last step, keeping the
 weights with the lowest; a checkpoint (checkpoint.py) is written every `save_every` steps, at the last step and on
-Ctrl-C, holding with `Progress` everything the next step depends on, so a resumed run continues with the same numbers.
+Ctrl-C. It holds `Progress` and all else the next step depends on, so a resumed run continues with the same numbers.
+Ctrl-C could land inside `optimizer.step()`, half the weights updated: so the first one only sets a flag read
+between steps (the loop then saves and returns); a second one interrupts at once.
 
-Ctrl-C: a KeyboardInterrupt at an arbitrary point could land inside `optimizer.step()`, half the weights updated.
-So the first Ctrl-C only sets a flag the loop reads between steps (it then saves and returns); a second one
-interrupts at once (Python delivers signals to the main thread only).
-
-`train_log.jsonl` has one JSON line per step, `{"step", "epoch", "loss", "lr", "grad_norm", "tokens",
-"tokens_per_s", "peak_memory_mb"}`, and one per validation, `{"step", "val_loss"}`. `loss` is the mean
-cross-entropy per label token over the whole step, what `Seq2SeqTrainer` logs with `logging_steps=1`; `lr` is the
-rate that step used. A resumed run first cuts the log back to its checkpoint's step.
+`train_log.jsonl`: one JSON line per step, `{"step", "epoch", "loss", "lr", "grad_norm", "tokens", "tokens_per_s",
+"peak_memory_mb"}`, and one per validation, `{"step", "val_loss"}`; `loss` is the mean cross-entropy per label token
+over the whole step, what `Seq2SeqTrainer` logs with `logging_steps=1`. A resumed run first cuts it back to its step.
 
 `ddp` is None for one process; under torchrun (distributed.py) it wraps the loss, sums counts over the processes,
 lets all agree to stop after the same step and saves checkpoints as collectives; only rank 0 writes the log.
@@ -87,7 +84,6 @@ class TrainResult:
 
 
 LOG_FILE = "train_log.jsonl"
-CURVE_FILE = "loss_curve.png"
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -123,30 +119,6 @@ def read_log(path: Path) -> list[dict]:
         except json.JSONDecodeError:
             break
     return records
-
-
-def plot_loss_curve(log_path: Path, png_path: Path, title: str = "") -> None:
-    """Training loss per step and validation loss, on one axis (matplotlib's Agg backend: no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    records = read_log(log_path)
-    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
-    val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    if train:
-        ax.plot(*zip(*train), label="train loss (per step)", linewidth=1)
-    if val:
-        ax.plot(*zip(*val), "o-", label="validation loss")
-    ax.set_xlabel("optimiser step")
-    ax.set_ylabel("cross-entropy per label token")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
 
 
 class StopOnInterrupt:
