@@ -50,10 +50,8 @@ def porter_stem(token: str) -> str:
 
 
 def tokenize(text: str, use_stemmer: bool = False) -> list[str]:
-    """Lowercase; every run of characters outside [a-z0-9] becomes a space; split; stem tokens longer than 3.
-
-    As `rouge_score.tokenize.tokenize`, which follows ROUGE-1.5.5: "Café, 3.14!" -> ["caf", "3", "14"].
-    """
+    """Lowercase; every run outside [a-z0-9] becomes a space; split; stem tokens longer than 3 (as
+    `rouge_score.tokenize.tokenize`, after ROUGE-1.5.5): "Café, 3.14!" -> ["caf", "3", "14"]."""
     tokens = NON_ALPHANUMERIC.sub(" ", text.lower()).split()
     if use_stemmer:
         tokens = [porter_stem(t) if len(t) > 3 else t for t in tokens]
@@ -86,10 +84,7 @@ def score_ngrams(reference_ngrams: Counter, candidate_ngrams: Counter) -> Score:
 
 
 def lcs_table(reference: list[str], candidate: list[str]) -> list[list[int]]:
-    """Dynamic-programming table: table[i][j] = LCS length of reference[:i] and candidate[:j].
-
-    Shape (len(reference) + 1, len(candidate) + 1); row 0 and column 0 are the empty prefixes.
-    """
+    """table[i][j] = LCS length of reference[:i] and candidate[:j]; shape (len(reference) + 1, len(candidate) + 1)."""
     table = [[0] * (len(candidate) + 1)]
     for ref_token in reference:
         above = table[-1]
@@ -181,11 +176,8 @@ def analyse(text: str, use_stemmer: bool) -> Tokenized:
 
 
 def score_tokenized(reference: Tokenized, candidate: Tokenized) -> dict[str, Score]:
-    """All four ROUGE types of one candidate against one reference.
-
-    With one sentence on each side, the union LCS is the LCS itself and no hit can exceed the token counts, so
-    ROUGE-Lsum equals ROUGE-L: we reuse it rather than fill the same table twice.
-    """
+    """All four ROUGE types of one candidate against one reference. With one sentence on each side the union LCS
+    is the LCS itself, so ROUGE-Lsum equals ROUGE-L: reused rather than filling the same table twice."""
     rouge_l = score_lcs(reference.tokens, candidate.tokens)
     one_line = len(reference.sentence_tokens) == len(candidate.sentence_tokens) == 1
     return {
@@ -204,11 +196,8 @@ def best_by_fmeasure(per_reference: list[dict[str, Score]]) -> dict[str, Score]:
 
 
 def score(references: str | list[str] | tuple[str, ...], prediction: str, use_stemmer: bool = True) -> dict[str, Score]:
-    """ROUGE-1, -2, -L and -Lsum of `prediction` against one reference or the best of several.
-
-    The reference comes first, as in `rouge_score.rouge_scorer.RougeScorer.score(target, prediction)`; a list
-    gives what `score_multi` gives. Empty texts (or no references) score 0.
-    """
+    """ROUGE-1, -2, -L and -Lsum of `prediction` against one reference (first, as `RougeScorer.score(target,
+    prediction)`) or the best of several (as `score_multi`). Empty texts (or no references) score 0."""
     candidate = analyse(prediction, use_stemmer)
     if isinstance(references, str):
         references = [references]

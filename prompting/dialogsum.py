@@ -38,12 +38,9 @@ class Example:
 
 
 def load_split(source: str, split: str, max_samples: int | None = None, seed: int = 42) -> list[Example]:
-    """The examples of one split from a hub id or a local folder.
-
-    `max_samples` takes a deterministic subset. For train it is the first N of a shuffle fixed by `seed`, so a small
-    training run still sees every kind of dialogue (and N=64 is a subset of N=128). For validation and test it is
-    the first N dialogues in file order, so runs with different seeds (different shots, say) score the same dialogues.
-    """
+    """The examples of one split from a hub id or a local folder. `max_samples`: for train the first N of a shuffle
+    fixed by `seed` (every kind of dialogue; N=64 is a subset of N=128); for validation and test the first N in
+    file order, so runs with different seeds (other shots, say) score the same dialogues."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
     if max_samples is not None and max_samples <= 0:
@@ -79,11 +76,8 @@ def load_hub(name: str, split: str) -> list[Example]:
 
 
 def group_references(rows: Iterable[tuple[str, dict]]) -> list[Example]:
-    """Fold consecutive rows with the same dialogue into one example holding all their references.
-
-    `rows` yields (where, row): `where` names the file and line (or hub row) for error messages. The hub's test split
-    stores each test dialogue three times with ids like `test_0_1..3`; the group takes the shared id `test_0`.
-    """
+    """Fold consecutive rows with the same dialogue into one example with all their references. `rows` yields
+    (where, row), `where` naming the file and line for errors; the hub's `test_0_1..3` become `test_0`."""
     examples: list[Example] = []
     group_ids: list[list[str]] = []
     for where, row in rows:

@@ -109,10 +109,8 @@ def load_pretrained(name_or_folder: str | os.PathLike, dtype: torch.dtype = torc
 
 
 def build_random_init(config_folder: str | os.PathLike, seed: int = 0, dtype: torch.dtype = torch.float32):
-    """FLAN-T5's architecture from `config_folder/config.json`, random weights, an untied `lm_head`.
-
-    flan-t5-small gives 76,961,152 parameters; flan-t5-base 247,577,856, as the released checkpoints.
-    """
+    """FLAN-T5's architecture from `config_folder/config.json`, random weights, an untied `lm_head`: 76,961,152
+    parameters for flan-t5-small, 247,577,856 for flan-t5-base, as the released checkpoints."""
     from transformers import T5Config
 
     folder = Path(config_folder)
