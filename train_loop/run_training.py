@@ -26,6 +26,7 @@ from train_loop import dist_checkpoint, distributed
 from train_loop.distributed import Parallel
 from train_loop.log import CURVE_FILE, LOG_FILE, plot_loss_curve
 from train_loop.loop import TrainConfig, train
+from train_loop.memory_ledger import MemoryLedger
 from train_loop.optim import OptimConfig
 from train_loop.precision import resolve_precision
 from train_loop.run_folder import check_disk_space, prepare_folder, save_model
@@ -168,8 +169,10 @@ def train_and_evaluate(args, parallel: Parallel, device: torch.device) -> dict:
 
     _, batches_for_epoch = encoded_batches(args, tokenizer, "train", args.max_train_samples, parallel)
     _, val_batches_for_epoch = encoded_batches(args, tokenizer, "validation", args.max_val_samples, parallel)
-    result = train(model, batches_for_epoch, config, device, folder=out, val_batches=val_batches_for_epoch(0),
-                   resume=args.resume, fingerprint=run_fingerprint(args, lr, precision), parallel=parallel)
+    with MemoryLedger(model, device) as ledger:  # weights, gradients, optimiser state, the rest (memory_ledger.py)
+        result = train(model, batches_for_epoch, config, device, folder=out, val_batches=val_batches_for_epoch(0),
+                       resume=args.resume, fingerprint=run_fingerprint(args, lr, precision), parallel=parallel)
+    memory = ledger.result()
     if parallel.main:
         plot_loss_curve(out / LOG_FILE, out / CURVE_FILE, title=f"{args.mode}: {args.model}")
     if result.interrupted:
@@ -188,6 +191,7 @@ def train_and_evaluate(args, parallel: Parallel, device: torch.device) -> dict:
     return evaluate_and_finish(args, model, tokenizer, out, device, result, {
         "train_seconds": round(result.progress.train_seconds, 1), "trainable_params": trainable,
         "total_params": total, "peak_memory_mb": round(result.peak_memory_mb, 1), "artifact_bytes": artifact_bytes,
+        "memory_ledger": memory,
     }, lr, precision, parallel)
 
 
