@@ -91,7 +91,7 @@ def analyse(base: dict[str, torch.Tensor], adapters: list[AdapterFactors], full:
     if full is not None:
         layers = [n for n in base if any(n in a.layers for a in adapters)]
         updates = full_updates(base, full, layers)
-        result["full_update"] = {name: {**sp.spectrum(delta, energy),
+        result["full_update"] = {name: {**sp.spectrum(delta, energy), "shape": list(delta.shape),
                                         "relative_change": float(delta.norm() / base[name].double().norm())}
                                  for name, delta in updates.items()}
     result["adapters"] = [analyse_adapter(base, a, updates, energy, generator) for a in adapters]
