@@ -11,7 +11,7 @@ def _figure(size):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=size)
+    fig = Figure(figsize=size, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
@@ -44,7 +44,6 @@ def draw_spectra(result: dict, labels: list[str], path: Path, energy: float) -> 
     ax.set_ylabel("share of ||delta W||_F^2 (mean over layers)")
     ax.set_title("How many directions each update uses")
     ax.legend(fontsize=8)
-    fig.tight_layout()
     fig.savefig(path, dpi=90)
 
 

@@ -24,13 +24,14 @@ def labels_of(result: dict) -> list[str]:
     names = []
     for a in result["adapters"]:
         path = Path(a["dir"])
-        names.append(f"{path.parent.name if path.name == 'adapter' else path.name} (r={a['r']})")
+        name = path.parent.name if path.name == "adapter" else path.name
+        names.append(name if name == f"r{a['r']}" else f"{name} (r={a['r']})")
     return names
 
 
 def spectrum_lines(result: dict, labels: list[str]) -> list[str]:
     lines = ["| adapter | target | layers | rank of delta W | effective rank | top direction's share | "
-             "mean ||delta W||_F |", "|" + " --- |" * 7]
+             "mean \\|\\|delta W\\|\\|_F |", "|" + " --- |" * 7]
     for adapter, label in zip(result["adapters"], labels):
         for target, entries in by_target(adapter["layers"]).items():
             spectra = [e["spectrum"] for e in entries]
