@@ -4,15 +4,20 @@ A batch is padded to its longest prompt, so batching prompts in the order given 
 by token length (longest first, so an out-of-memory error shows up in the first batch, not the last), generate,
 and put the summaries back in the order of the prompts. Greedy decoding (`do_sample=False`, one beam) is what the
 course uses (../shared/FACTS.md, "Generation"); `skip_special_tokens=True` drops <pad> and </s> from the text.
+`precision` is one that train_loop/precision.py chose for the device: 'bf16' runs the forward passes under bf16
+autocast, as training and validation do; the default 'fp32' keeps the model's own dtype.
 """
 from __future__ import annotations
 
 import torch
 from tqdm.auto import tqdm
 
+from train_loop.precision import autocast
+
 
 def generate_summaries(model, tokenizer, prompts: list[str], batch_size: int = 8, max_new_tokens: int = 200,
-                       device=None, max_input_tokens: int = 512, progress: bool = True) -> list[str]:
+                       device=None, max_input_tokens: int = 512, progress: bool = True,
+                       precision: str = "fp32") -> list[str]:
     if batch_size <= 0:
         raise ValueError(f"--batch-size must be positive, got {batch_size}")
     if max_new_tokens <= 0:
@@ -24,7 +29,7 @@ def generate_summaries(model, tokenizer, prompts: list[str], batch_size: int = 8
 
     model.eval()
     summaries: list[str] = [""] * len(prompts)
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(precision, device):
         for batch in tqdm(batches, desc="generating", unit="batch", disable=not progress):
             enc = tokenizer([prompts[i] for i in batch], padding=True, truncation=True,
                             max_length=max_input_tokens, return_tensors="pt").to(device)  # (B, T_in)
