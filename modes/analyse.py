@@ -9,7 +9,7 @@ are written by eval/analysis_report.py.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from torch import nn
@@ -17,7 +17,7 @@ from torch import nn
 
 @dataclass(frozen=True)
 class AnalyseConfig:
-    adapters: tuple[Path, ...]
+    adapters: tuple[Path, ...]  # as given: adapter folders or run folders holding adapter/
     model: str
     output_dir: Path
     full_model: Path | None = None
@@ -50,7 +50,7 @@ def linear_weights(model: nn.Module) -> dict:
 def config_from_args(args) -> AnalyseConfig:
     if not args.adapters:
         raise ValueError("--mode analyse needs --adapters DIR [DIR ...] (adapter folders or --mode lora run folders)")
-    return AnalyseConfig(adapters=tuple(adapter_folder(Path(a)) for a in args.adapters), model=args.model,
+    return AnalyseConfig(adapters=tuple(Path(a) for a in args.adapters), model=args.model,
                          output_dir=Path(args.output_dir or Path("runs") / "analyse"),
                          full_model=model_folder(Path(args.full_model)) if args.full_model else None,
                          random_init=args.random_init, seed=args.seed)
@@ -63,7 +63,8 @@ def analyse_folders(config: AnalyseConfig) -> Path:
     from lora.factors import read_factors
     from prompting.model import build_random_init, load_pretrained
 
-    factors = [read_factors(folder) for folder in config.adapters]  # fails on a bad folder before the model loads
+    # Read first, so a bad folder fails before the model loads; analysis.json names each adapter as given
+    factors = [replace(read_factors(adapter_folder(given)), folder=given) for given in config.adapters]
     base = build_random_init(config.model, seed=config.seed) if config.random_init else load_pretrained(config.model)
     full = linear_weights(load_pretrained(config.full_model)) if config.full_model else None
     result = analyse(linear_weights(base), factors, full, energy=config.energy, seed=config.seed)

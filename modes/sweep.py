@@ -88,5 +88,6 @@ def run(args) -> Path:
                                              model=args.model, output_dir=out / "analysis",
                                              random_init=args.random_init, seed=args.seed))
     shared = {key: getattr(args, key) for key in ("model", "random_init", "data", "max_train_samples", "max_steps",
-                                                   "epochs", "batch_size", "lr", "lora_alpha", "seed")}
+                                                   "epochs", "batch_size", "lora_alpha", "seed")}
+    shared["lr"] = metrics[0]["lr"]  # the flag's value, or the default the runs chose
     return write_sweep([(r.name, r.r, r.targets, m) for r, m in zip(runs, metrics)], out, analysis, shared)

@@ -127,3 +127,29 @@ def test_sweep_runs_are_lora_runs(tmp_path, narrow_model_dir):  # noqa: F811
     assert "| [r1](r1/metrics.json) | 1 |" in text and (sweep / "sweep.png").stat().st_size > 1000
     pair = json.loads((sweep / "analysis" / "analysis.json").read_text())["subspace_similarity"]
     assert len(pair) == 1 and pair[0]["r_a"] == 1 and pair[0]["r_b"] == 2
+
+
+def test_target_set_sweep_spends_one_budget(tmp_path, narrow_model_dir):  # noqa: F811
+    sweep = tmp_path / "sweep"
+    flags = small_run("sweep", narrow_model_dir, sweep, "--target-sets", "q;q,v", "--lora-r", "2",
+                      "--max-eval-samples", "1")
+    flags[flags.index("--max-steps") + 1] = "1"
+    assert run.main(flags) == 0
+    metrics = [json.loads((sweep / name / "metrics.json").read_text()) for name in ("q", "q,v")]
+    assert [m["lora"]["r"] for m in metrics] == [2, 1] and [m["lora"]["targets"] for m in metrics] == ["q", "q,v"]
+    assert metrics[0]["trainable_params"] == metrics[1]["trainable_params"]  # the paper's Table 5: equal budgets
+    pairs = json.loads((sweep / "analysis" / "analysis.json").read_text())["subspace_similarity"]
+    assert [p["a"] for p in pairs] == [str(sweep / "q" / "adapter")]
+    assert all(name.endswith(".q") for name in pairs[0]["layers"])  # only the layers both adapt
+
+
+def test_analyse_names_a_run_folder_as_given(tmp_path, tiny_dir):
+    base = build_random_init(tiny_dir, seed=SEED)
+    add_lora(base, ("q",), r=2, alpha=2)
+    for name in ("one", "two"):
+        save_adapter(trained_like(base, len(name)), tmp_path / name / "adapter")
+    out = tmp_path / "out"
+    assert run.main(["--mode", "analyse", "--adapters", str(tmp_path / "one"), str(tmp_path / "two"), "--model",
+                     str(tiny_dir), "--random-init", "--seed", str(SEED), "--output-dir", str(out)]) == 0
+    pair = json.loads((out / "analysis.json").read_text())["subspace_similarity"][0]
+    assert (pair["a"], pair["b"]) == (str(tmp_path / "one"), str(tmp_path / "two"))
