@@ -50,7 +50,7 @@ def write_sweep(rows: list[tuple[str, int, str, dict]], out_dir: Path, analysis:
     lines += ["", "![validation loss, ROUGE-L, time and adapter size against trainable parameters](sweep.png)", ""]
     if any("peak_reserved_bytes" not in m.get("memory_ledger", {"peak_reserved_bytes": 0}) for *_, m in rows):
         lines += ["Peak on CPU: the process's peak resident set size during each run's training. The runs share "
-                  "one process, which keeps memory an earlier run freed (train_loop/cpu_memory.py): a later run's "
+                  "one process, which keeps memory an earlier run freed (train_loop/cpu_speed.py): a later run's "
                   "peak includes it. Separate processes measure each run alone.", ""]
     if analysis is not None:
         lines += [f"Subspace analysis of the adapters: [{analysis.relative_to(out_dir)}]"

@@ -72,7 +72,7 @@ def analysis_pair(runs: list[SweepRun]) -> list[SweepRun]:
 def run(args) -> Path:
     from eval.sweep_report import write_sweep
     from modes.analyse import AnalyseConfig, analyse_folders
-    from train_loop.run_training import run as train
+    from modes.train import run as train
 
     runs = plan(args)
     out = Path(args.output_dir or Path("runs") / "sweep")
