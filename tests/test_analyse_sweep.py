@@ -136,7 +136,7 @@ def test_target_set_sweep_spends_one_budget(tmp_path, narrow_model_dir):  # noqa
     flags[flags.index("--max-steps") + 1] = "1"
     assert run.main(flags) == 0
     metrics = [json.loads((sweep / name / "metrics.json").read_text()) for name in ("q", "q,v")]
-    assert [m["lora"]["r"] for m in metrics] == [2, 1] and [m["lora"]["targets"] for m in metrics] == ["q", "q,v"]
+    assert [m["lora"]["r"] for m in metrics] == [2, 1] and [m["lora"]["targets"] for m in metrics] == [["q"], ["q", "v"]]
     assert metrics[0]["trainable_params"] == metrics[1]["trainable_params"]  # the paper's Table 5: equal budgets
     pairs = json.loads((sweep / "analysis" / "analysis.json").read_text())["subspace_similarity"]
     assert [p["a"] for p in pairs] == [str(sweep / "q" / "adapter")]
