@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from eval.memory_table import memory_section
 from eval.rouge import ROUGE_TYPES
 from eval.runs import Run
 
@@ -145,6 +146,7 @@ def write_report(runs: list[Run], out_dir: Path, notes: list[str] = ()) -> Path:
     lines += ["## Scores", "", *scores_table(runs), "", "![ROUGE of each run](report.png)", ""]
     if len(runs) > 1:
         lines += [f"## Gains over {baseline.name} (points)", "", *gains_table(runs, baseline), ""]
+    lines += memory_section([(run.name, run.metrics) for run in runs])
     lines += ["## Side by side", "", *side_by_side(runs)]
     all_notes = [*notes, *consistency_notes(runs)]
     if baseline.metrics.get("mode") != "zero-shot" and len(runs) > 1:

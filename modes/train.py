@@ -26,7 +26,7 @@ from prompting.prompts import build_prompts
 from train_loop import checkpoint as ckpt
 from train_loop.data import batches_by_epoch, check_batch_split
 from train_loop.loop import LOG_FILE, read_log, train
-from train_loop.precision import choose_precision, describe_machine
+from train_loop.precision import MemoryLedger, choose_precision, describe_machine
 
 
 def default_lr(mode: str, d_model: int) -> float:
@@ -119,8 +119,10 @@ def train_and_evaluate(args, c: RunConfig, ddp, device) -> dict:
                    "batch_size": args.batch_size, "precision": precision, "optim": asdict(config.optim),
                    "epochs": config.epochs, "max_grad_norm": config.max_grad_norm,
                    "lora": asdict(c.lora) if args.mode == "lora" else None}
-    result = train(model, batches["train"], config, device, folder=out, val_batches=batches["validation"](0),
-                   resume=c.out.resume, fingerprint=fingerprint, ddp=ddp)
+    with MemoryLedger(model, device) as ledger:  # weights, gradients, optimiser state, the rest (precision.py)
+        result = train(model, batches["train"], config, device, folder=out, val_batches=batches["validation"](0),
+                       resume=c.out.resume, fingerprint=fingerprint, ddp=ddp)
+    memory = ledger.result()
     if main:
         plot_loss_curve(read_log(out / LOG_FILE), out / "loss_curve.png", title=f"{args.mode}: {args.model}")
     if result.interrupted:
@@ -147,7 +149,7 @@ def train_and_evaluate(args, c: RunConfig, ddp, device) -> dict:
             "best_step": p.best_step,  # tokens/s over the whole training time, validation and checkpoints included:
             "tokens_per_s": round(p.tokens / max(p.train_seconds, 1e-9), 1), "skipped_steps": p.skipped_steps,
             "train_seconds": round(p.train_seconds, 1), "trainable_params": trainable, "total_params": total,
-            "peak_memory_mb": round(result.peak_memory_mb, 1), "artifact_bytes": artifact_bytes,
+            "peak_memory_mb": round(result.peak_memory_mb, 1), "memory_ledger": memory, "artifact_bytes": artifact_bytes,
             **({"lora": asdict(c.lora)} if args.mode == "lora" else {})}
     return evaluate(args, c, model, tokenizer, out, device, info, ddp)
 
