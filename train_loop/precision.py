@@ -12,14 +12,12 @@ run's memory goes on it.
   AVX512-BF16 or AMX (`torch.cpu._is_avx512_bf16_supported()` / `_is_amx_tile_supported()`). Elsewhere oneDNN
   emulates bf16 through fp32: a 2-step LoRA run on an AVX2-only AMD EPYC did 8 tokens/s in bf16 against 376 in fp32.
   (`torch.ops.mkldnn._is_mkldnn_bf16_supported()` says True on any AVX-512 CPU, emulating: not the test for native.)
-* The memory ledger: weights (every parameter: LoRA still holds the whole base model), gradients and AdamW's two
-  moments (per *trainable* parameter, in its dtype) are *computed* from the tensors, right after each optimiser step
-  (`register_optimizer_step_post_hook`); the peak is *measured* (CUDA: `max_memory_allocated`; CPU: the peak
-  resident set, Linux VmHWM reset by /proc/self/clear_refs); "rest" (activations, workspace, on CPU the interpreter
-  and libraries) is the peak minus the three. Backpropagation into A and B still runs through every layer above
-  them, so LoRA keeps nearly all of full fine-tuning's activations: its saving is the frozen weights' gradients and
-  optimiser state, smaller than the ratio of trainable parameters. With `zero_grad(set_to_none=True)` the peak may
-  hold fewer than all gradients: rest is then an underestimate.
+* The memory ledger: weights (LoRA still holds the whole base model), gradients and AdamW's two moments (per
+  *trainable* parameter) are *computed* from the tensors after each optimiser step; the peak is *measured* (CUDA
+  `max_memory_allocated`; CPU the peak resident set, Linux VmHWM); "rest" (activations, workspace) is the peak minus
+  the three (an underestimate when gradients, set to None each step, are not all alive at the peak). Backpropagation
+  into A and B still runs through every layer, so LoRA saves the frozen weights' gradients and optimiser state, not
+  their activations: less than the ratio of trainable parameters.
 """
 from __future__ import annotations
 
