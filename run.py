@@ -3,6 +3,7 @@
     python run.py --mode zero-shot|one-shot|few-shot   # summaries from the unchanged model
     python run.py --mode full|lora                     # fine-tune, validate, then evaluate on --split
     python run.py --mode compare                       # the whole study, or --runs DIR... for runs already made
+    python run.py --mode score --predictions FILE ...  # ROUGE for predictions any tool wrote (CSV or JSONL)
     torchrun --nproc_per_node N run.py --mode full|lora  # the same training on N processes (GPUs, machines)
 
 This file only reads the command line and hands it to the module that does the work. Library code raises
@@ -19,7 +20,7 @@ import sys
 
 PROMPT_MODES = ("zero-shot", "one-shot", "few-shot")
 TRAIN_MODES = ("full", "lora")
-MODES = PROMPT_MODES + TRAIN_MODES + ("compare",)
+MODES = PROMPT_MODES + TRAIN_MODES + ("compare", "score")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,10 +51,34 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, default=8,
                    help="examples per batch (training and generation), over all processes: under torchrun each of "
                         "N processes takes batch-size / N")
-    g.add_argument("--max-new-tokens", type=int, default=200, help="greedy decoding length limit")
+    g.add_argument("--max-new-tokens", type=int, default=200, help="generated summary length limit, in tokens")
+    g.add_argument("--num-beams", type=int, default=1,
+                   help="1: greedy decoding (the course's); N > 1: beam search keeps the N most likely partial "
+                        "summaries at each step (slower, often a little longer and higher-scoring)")
+    g.add_argument("--adapter", default=None, metavar="DIR",
+                   help="prompting modes: summarise with a LoRA adapter trained on --model (a run's adapter/ "
+                        "folder, or one peft saved); it is loaded and merged into the weights before generating. "
+                        "A fully fine-tuned or merged model goes to --model instead")
     g.add_argument("--stemmer", action=argparse.BooleanOptionalAction, default=True,
                    help="Porter stemming inside ROUGE (the course uses it)")
     g.add_argument("--runs", nargs="+", default=None, metavar="DIR", help="compare: run folders already made")
+
+    g = p.add_argument_group("score: ROUGE for a file of predictions any tool wrote")
+    g.add_argument("--predictions", default=None, metavar="FILE",
+                   help="a .csv (header row) or .jsonl (one object per line) file with predictions and references")
+    g.add_argument("--prediction-column", nargs="+", default=None, metavar="NAME",
+                   help="column(s) of model summaries; each is scored into its own run folder <output-dir>/NAME")
+    g.add_argument("--reference-column", default=None, metavar="NAME", help="the column of human summaries")
+    g.add_argument("--group-by", default="row", choices=("row", "dialogue"),
+                   help="row: each row against the one reference on it (the course notebook's way); dialogue: the "
+                        "rows of one dialogue scored once against all their references, best per ROUGE type")
+    g.add_argument("--dialogue-column", default=None, metavar="NAME",
+                   help="--group-by dialogue: rows with the same value here belong to one dialogue; without it, "
+                        "runs of consecutive rows with the same prediction do (as in the course's results file)")
+    g.add_argument("--lsum-sentences", action=argparse.BooleanOptionalAction, default=True,
+                   help="score: split summaries into sentences before ROUGE-Lsum (the Hugging Face summarization "
+                        "example's way); --no-lsum-sentences scores the text as written, as evaluate does, so "
+                        "Lsum equals ROUGE-L for one-line summaries")
 
     g = p.add_argument_group("where and how")
     g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -104,6 +129,8 @@ def dispatch(args: argparse.Namespace):
         from prompting.run_prompting import run
     elif args.mode in TRAIN_MODES:
         from train_loop.run_training import run
+    elif args.mode == "score":
+        from modes.score import run
     else:
         from eval.compare import run
     return run(args)
@@ -111,6 +138,8 @@ def dispatch(args: argparse.Namespace):
 
 def summary(result) -> str:
     """The closing line: the scores, and where to find everything."""
+    if isinstance(result, dict) and "printout" in result:  # --mode score: its tables
+        return result["printout"]
     if isinstance(result, dict) and "rouge1" in result:
         scores = "  ".join(f"{k} {result[k]:.4f}" for k in ("rouge1", "rouge2", "rougeL", "rougeLsum"))
         stem = "stemmer on" if result.get("use_stemmer") else "stemmer off"
@@ -135,7 +164,7 @@ def use_local_cache_if_offline(args: argparse.Namespace) -> None:
     Set before transformers/datasets are imported, which read these variables once."""
     from prompting.model import hub_is_reachable, looks_like_hub_id
 
-    names = [args.model, args.data] if args.mode != "compare" or not args.runs else []
+    names = [args.model, args.data] if args.mode != "score" and (args.mode != "compare" or not args.runs) else []
     if any(looks_like_hub_id(str(n)) for n in names) and not hub_is_reachable():
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

@@ -37,22 +37,35 @@ def split_sentences(text: str) -> str:
     return "\n".join(SENTENCE_BOUNDARY.split(text.strip()))
 
 
+# Every interval this project prints: 1,000 resamples (BootstrapAggregator's default), one fixed seed.
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+
+
+def bootstrap_means(values: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """The mean of each column of `values` (examples, types) over `resamples` resamples of the rows, drawn with
+    replacement from a seeded generator -> (resamples, types). All columns share the same resampled rows."""
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, len(values), size=(resamples, len(values)))  # (resamples, examples)
+    return values[rows].mean(axis=1)  # (resamples, types)
+
+
 def bootstrap_interval(values: np.ndarray, resamples: int, seed: int, confidence: float = 0.95) -> np.ndarray:
     """Percentile bootstrap CI of the mean of each column of `values` (examples, types) -> (2, types).
 
-    All columns share the same resampled rows, as `rouge_score.scoring.BootstrapAggregator` does, but the
+    Percentiles of resampled means, as `rouge_score.scoring.BootstrapAggregator` computes them, but the
     generator is seeded, so the interval is the same every run.
     """
-    rng = np.random.default_rng(seed)
-    rows = rng.integers(0, len(values), size=(resamples, len(values)))  # (resamples, examples)
-    means = values[rows].mean(axis=1)  # (resamples, types)
     tail = 100 * (1 - confidence) / 2
-    return np.percentile(means, [tail, 100 - tail], axis=0)
+    return np.percentile(bootstrap_means(values, resamples, seed), [tail, 100 - tail], axis=0)
 
 
 def score_corpus(examples, predictions: list[str], use_stemmer: bool = True, bootstrap: int = 0,
-                 seed: int = 0) -> tuple[dict[str, float], list[dict[str, float]]]:
+                 seed: int = 0, sentences: bool = True) -> tuple[dict[str, float], list[dict[str, float]]]:
     """Mean ROUGE F-measures over the corpus, and each example's.
+
+    `sentences=False` scores the texts as given, as `evaluate` does: then ROUGE-Lsum equals ROUGE-L for
+    summaries without newlines.
 
     `examples` have `.references` (a tuple of one or more summaries; several on DialogSum test: the best F
     per ROUGE type counts). Returns ({"rouge1": mean F, ...}, [{"rouge1": F, ...} per example]); with
@@ -66,8 +79,9 @@ def score_corpus(examples, predictions: list[str], use_stemmer: bool = True, boo
         raise ValueError(f"bootstrap={bootstrap}: the number of resamples must be 0 (none) or positive")
     per_example = []
     for example, prediction in zip(examples, predictions):
-        references = [split_sentences(r) for r in example.references]
-        scores = score(references, split_sentences(prediction), use_stemmer=use_stemmer)
+        split = split_sentences if sentences else str
+        references = [split(r) for r in example.references]
+        scores = score(references, split(prediction), use_stemmer=use_stemmer)
         per_example.append({t: scores[t].fmeasure for t in ROUGE_TYPES})
     corpus = {t: math.fsum(row[t] for row in per_example) / len(per_example) for t in ROUGE_TYPES}
     if bootstrap:

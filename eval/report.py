@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from eval.rouge import ROUGE_TYPES
+from eval.rouge_ways import with_interval, ways_table
 from eval.runs import Run
 
 HEADINGS = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum"}
@@ -54,7 +55,7 @@ def scores_table(runs: list[Run]) -> list[str]:
              "|" + " --- |" * (2 + len(ROUGE_TYPES) + 5)]
     for run in runs:
         m = run.metrics
-        values = [run.name, m.get("model", NOT_KNOWN), *(points(m[t]) for t in ROUGE_TYPES),
+        values = [run.name, m.get("model", NOT_KNOWN), *(with_interval(m, t) for t in ROUGE_TYPES),
                   count(m.get("trainable_params")), percent_trainable(m), duration(m.get("train_seconds")),
                   megabytes(m.get("peak_memory_mb")), megabytes(m.get("artifact_bytes"), scale=1e6)]
         lines.append("| " + " | ".join(cell(v) for v in values) + " |")
@@ -82,8 +83,10 @@ def side_by_side(runs: list[Run], how_many: int = 3) -> list[str]:
     lines = []
     for dialogue_id in shared:
         first = by_id[0][dialogue_id]
-        lines += [f"### {dialogue_id}", "", "```text", first["dialogue"].strip(), "```", "",
-                  f"- **human**: {first['reference_1'].strip() or '(empty)'}"]
+        lines += [f"### {dialogue_id}", ""]
+        if first["dialogue"].strip():  # a predictions file scored by --mode score may not hold the dialogue
+            lines += ["```text", first["dialogue"].strip(), "```", ""]
+        lines.append(f"- **human**: {first['reference_1'].strip() or '(empty)'}")
         lines += [f"- **{run.name}**: {rows[dialogue_id]['prediction'].strip() or '(empty)'}"
                   for run, rows in zip(runs, by_id)]
         lines.append("")
@@ -142,9 +145,14 @@ def write_report(runs: list[Run], out_dir: Path, notes: list[str] = ()) -> Path:
     lsum = runs[0].metrics.get("rougeLsum_sentences")
     if lsum:
         lines += [f"{lsum}.", ""]
-    lines += ["## Scores", "", *scores_table(runs), "", "![ROUGE of each run](report.png)", ""]
+    lines += ["## Scores", "", "ROUGE in points with [a seeded 95% bootstrap interval of the mean] where the run "
+              "recorded one.", "", *scores_table(runs), "", "![ROUGE of each run](report.png)", ""]
     if len(runs) > 1:
         lines += [f"## Gains over {baseline.name} (points)", "", *gains_table(runs, baseline), ""]
+    for run in runs:  # runs from --mode score: the same predictions scored the ways other tools do
+        if run.metrics.get("ways"):
+            lines += [f"## {run.name}: one set of predictions, several ways to score it", "",
+                      *ways_table(run.metrics["ways"]), ""]
     lines += ["## Side by side", "", *side_by_side(runs)]
     all_notes = [*notes, *consistency_notes(runs)]
     if baseline.metrics.get("mode") != "zero-shot" and len(runs) > 1:

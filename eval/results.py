@@ -12,7 +12,10 @@ import json
 import os
 from pathlib import Path
 
-from eval.evaluate import LSUM_SENTENCE_NOTE, score_corpus
+from eval.evaluate import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, LSUM_SENTENCE_NOTE, score_corpus
+
+LSUM_AS_WRITTEN_NOTE = ("rougeLsum: texts scored as written, without a sentence split (as evaluate does); with no "
+                        "newlines in them, ROUGE-Lsum equals ROUGE-L")
 
 RESULT_FILES = ("metrics.json", "predictions.csv")
 
@@ -51,20 +54,27 @@ def write_predictions_csv(path: Path, examples, predictions, per_example: list[d
 def write_side_by_side(path: Path, examples, prompts, predictions, title: str, count: int = 5) -> None:
     lines = [f"# {title}", ""]
     for ex, prompt, pred in list(zip(examples, prompts, predictions))[:count]:
-        lines += [f"## {ex.id}", "", "**Prompt**", "", "```", prompt.rstrip(), "```", ""]
+        lines += [f"## {ex.id}", ""]
+        if prompt:  # a file of predictions scored by --mode score may hold no prompt
+            lines += ["**Prompt**", "", "```", prompt.rstrip(), "```", ""]
         lines += ["**Human summary**", "", ex.references[0], "", "**Model summary**", "", pred or "(empty)", "", "---", ""]
     path.write_text("\n".join(lines))
 
 
-def finish_run(output_dir: Path, examples, prompts, predictions, info: dict, use_stemmer: bool = True) -> dict:
+def finish_run(output_dir: Path, examples, prompts, predictions, info: dict, use_stemmer: bool = True,
+               sentences: bool = True) -> dict:
     """Score the predictions and write predictions.csv, side_by_side.md and metrics.json; return the metrics.
 
     metrics.json holds `info` (model, mode, parameters, time, memory, size: what the run knows), the number of
-    examples, the corpus ROUGE F-measures as fractions, whether the stemmer was on, and how Lsum found sentences.
+    examples, the corpus ROUGE F-measures as fractions with a seeded 95% bootstrap interval ("rouge1_low",
+    "rouge1_high", ...), whether the stemmer was on, and how Lsum found sentences.
     """
-    corpus, per_example = score_corpus(examples, predictions, use_stemmer=use_stemmer)
+    corpus, per_example = score_corpus(examples, predictions, use_stemmer=use_stemmer, sentences=sentences,
+                                       bootstrap=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED)
     metrics = {**info, "examples": len(examples), **corpus, "use_stemmer": use_stemmer,
-               "rougeLsum_sentences": LSUM_SENTENCE_NOTE, "output_dir": str(output_dir)}
+               "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "confidence": 0.95},
+               "rougeLsum_sentences": LSUM_SENTENCE_NOTE if sentences else LSUM_AS_WRITTEN_NOTE,
+               "output_dir": str(output_dir)}
     write_predictions_csv(output_dir / "predictions.csv", examples, predictions, per_example)
     write_side_by_side(output_dir / "side_by_side.md", examples, prompts, predictions, title=f"{info.get('mode', 'run')}: {info.get('model', '')}")
     write_json_atomic(output_dir / "metrics.json", metrics)

@@ -17,7 +17,7 @@ import torch
 
 from eval.results import finish_run, prepare_output_dir
 from prompting.dialogsum import load_split
-from prompting.generate import generate_summaries
+from prompting.generate import generate, mean_length
 from prompting.model import (build_random_init, check_model_folder, count_parameters, load_pretrained,
                              load_tokenizer, resolve_device)
 from prompting.prompts import build_prompts
@@ -42,6 +42,11 @@ def run(args) -> dict:
     device = resolve_device(args.device)
 
     model, tokenizer = load_model_and_tokenizer(args.model, args.random_init, args.seed)
+    adapter_info = {}
+    if getattr(args, "adapter", None):  # a LoRA adapter trained on --model, merged in (prompting/adapter.py)
+        from prompting.adapter import apply_adapter
+
+        adapter_info = apply_adapter(model, args.adapter, base_model=args.model)
     model.to(device)
     prompt_set = build_prompts(examples, tokenizer, shots=shots, train=train, seed=args.seed,
                                max_tokens=args.max_input_tokens)
@@ -49,25 +54,28 @@ def run(args) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    predictions = generate_summaries(model, tokenizer, prompt_set.prompts, batch_size=args.batch_size,
-                                     max_new_tokens=args.max_new_tokens, device=device,
-                                     max_input_tokens=args.max_input_tokens)
+    num_beams = getattr(args, "num_beams", 1)
+    generated = generate(model, tokenizer, prompt_set.prompts, batch_size=args.batch_size,
+                         max_new_tokens=args.max_new_tokens, device=device, max_input_tokens=args.max_input_tokens,
+                         num_beams=num_beams)
     seconds = time.perf_counter() - start
 
     info = {
         "model": str(args.model), "mode": args.mode, "random_init": bool(args.random_init), "data": str(args.data),
         "split": args.split, "seed": args.seed, "device": str(device), "batch_size": args.batch_size,
-        "max_new_tokens": args.max_new_tokens, "max_input_tokens": args.max_input_tokens,
+        "max_new_tokens": args.max_new_tokens, "max_input_tokens": args.max_input_tokens, "num_beams": num_beams,
+        "gen_len": mean_length(generated.lengths), **adapter_info,
         "trainable_params": 0, "total_params": count_parameters(model)[1], "train_seconds": 0.0,
         "generation_seconds": round(seconds, 2), "peak_memory_mb": peak_memory_mb(device), "artifact_bytes": 0,
         "prompt_stats": prompt_set.stats.as_dict(),
     }
-    return finish_run(out, examples, prompt_set.prompts, predictions, info, use_stemmer=args.stemmer)
+    return finish_run(out, examples, prompt_set.prompts, generated.texts, info, use_stemmer=args.stemmer)
 
 
 def check_args(args) -> int:
     """Impossible numbers fail here; returns the number of shots for the mode."""
-    for flag in ("batch_size", "max_new_tokens", "max_eval_samples", "max_train_samples", "max_input_tokens"):
+    for flag in ("batch_size", "max_new_tokens", "max_eval_samples", "max_train_samples", "max_input_tokens",
+                 "num_beams"):
         value = getattr(args, flag, None)
         if value is not None and value <= 0:
             raise ValueError(f"--{flag.replace('_', '-')} must be a positive number, got {value}")

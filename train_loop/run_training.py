@@ -39,7 +39,7 @@ def check_args(args) -> None:
     """The flags that can be judged without a model; each error names its flag and what to do."""
     positive = {"--batch-size": args.batch_size, "--grad-accum": args.grad_accum, "--lora-r": args.lora_r,
                 "--max-new-tokens": args.max_new_tokens, "--max-input-tokens": args.max_input_tokens,
-                "--max-target-tokens": args.max_target_tokens}
+                "--max-target-tokens": args.max_target_tokens, "--num-beams": getattr(args, "num_beams", 1)}
     for flag, value in positive.items():
         if value < 1:
             raise ValueError(f"{flag} {value}: must be at least 1")
@@ -53,6 +53,9 @@ def check_args(args) -> None:
         raise ValueError(f"--lora-alpha {args.lora_alpha} / --lora-dropout {args.lora_dropout}: need alpha > 0, 0 <= dropout < 1")
     if args.merge and args.mode != "lora":
         raise ValueError("--merge merges a LoRA adapter: use it with --mode lora")
+    if getattr(args, "adapter", None):
+        raise ValueError("--adapter summarises with an adapter already trained: use it with --mode zero-shot "
+                         "(or one-shot / few-shot)")
     processes = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's; checked here, before any process waits on another
     if args.batch_size % processes:
         raise ValueError(f"--batch-size {args.batch_size} is the global batch: it must split evenly over the "
@@ -199,17 +202,18 @@ def evaluate_and_finish(args, model, tokenizer, out: Path, device, result, sizes
     in order and scores them all: one ROUGE, as one process would compute it."""
     from eval.results import finish_run
     from prompting.dialogsum import load_split
-    from prompting.generate import generate_summaries
+    from prompting.generate import generate, mean_length
     from prompting.prompts import build_prompts
 
     examples = load_split(args.data, args.split, max_samples=args.max_eval_samples, seed=args.seed)
     # The zero-shot prompt the model was trained on, cut inside the template as in training (train_loop/tokenize.py)
     prompts = build_prompts(examples, tokenizer, shots=0, seed=args.seed, max_tokens=args.max_input_tokens).prompts
     start = time.perf_counter()
-    mine = generate_summaries(model, tokenizer, parallel.share(prompts), batch_size=args.batch_size // parallel.world_size,
-                              max_new_tokens=args.max_new_tokens, device=device, max_input_tokens=args.max_input_tokens,
-                              progress=parallel.main)
-    predictions = parallel.gather_shares(mine)
+    num_beams = getattr(args, "num_beams", 1)
+    mine = generate(model, tokenizer, parallel.share(prompts), batch_size=args.batch_size // parallel.world_size,
+                    max_new_tokens=args.max_new_tokens, device=device, max_input_tokens=args.max_input_tokens,
+                    progress=parallel.main, num_beams=num_beams)
+    predictions, lengths = parallel.gather_shares(mine.texts), parallel.gather_shares(mine.lengths)
     p = result.progress
     info = {"mode": args.mode, "model": args.model, "random_init": args.random_init, "data": args.data,
             "split": args.split, "device": device.type, "precision": precision, "lr": lr,
@@ -218,7 +222,8 @@ def evaluate_and_finish(args, model, tokenizer, out: Path, device, result, sizes
             "final_train_loss": p.losses[-1] if p.losses else None, "best_val_loss": p.best_val_loss,
             "best_step": p.best_step,  # tokens/s over the whole training time, validation and checkpoints included:
             "tokens_per_s": round(p.tokens / max(p.train_seconds, 1e-9), 1),
-            "skipped_steps": p.skipped_steps, **sizes, "generate_seconds": round(time.perf_counter() - start, 1)}
+            "skipped_steps": p.skipped_steps, **sizes, "generate_seconds": round(time.perf_counter() - start, 1),
+            "num_beams": num_beams, "gen_len": mean_length(lengths)}
     if args.mode == "lora":
         info["lora"] = {"r": args.lora_r, "alpha": args.lora_alpha, "dropout": args.lora_dropout,
                         "targets": args.lora_targets, "rslora": args.rslora}
