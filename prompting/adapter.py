@@ -28,18 +28,24 @@ from lora.inject import unload_lora
 log = logging.getLogger(__name__)
 
 
-def apply_adapter(model: nn.Module, folder: str | os.PathLike, base_model: str | None = None) -> dict:
-    """Load the adapter in `folder` into `model` and merge it in place; returns what metrics.json records.
-
-    `base_model` (the --model given) is compared with the adapter's `base_model_name_or_path`; a different name
-    is only a warning, because a local copy of the same model has another name. Shapes decide: a mismatch raises.
-    """
+def check_adapter_folder(folder: str | os.PathLike) -> Path:
+    """The folder exists and holds adapter_config.json: checked before the base model loads, to fail at once."""
     path = Path(folder)
     if not path.is_dir():
         raise FileNotFoundError(f"--adapter {path}: no such folder")
     if not (path / CONFIG_NAME).is_file():
         raise FileNotFoundError(f"--adapter {path}: no {CONFIG_NAME} in it; pass the adapter folder a LoRA run "
                                 f"saved (e.g. runs/lora/adapter), or a folder peft's save_pretrained wrote")
+    return path
+
+
+def apply_adapter(model: nn.Module, folder: str | os.PathLike, base_model: str | None = None) -> dict:
+    """Load the adapter in `folder` into `model` and merge it in place; returns what metrics.json records.
+
+    `base_model` (the --model given) is compared with the adapter's `base_model_name_or_path`; a different name
+    is only a warning, because a local copy of the same model has another name. Shapes decide: a mismatch raises.
+    """
+    path = check_adapter_folder(folder)
     try:
         config = read_adapter_config(path)
         names = load_adapter(model, path)

@@ -79,6 +79,10 @@ def check_args(args) -> int:
         value = getattr(args, flag, None)
         if value is not None and value <= 0:
             raise ValueError(f"--{flag.replace('_', '-')} must be a positive number, got {value}")
+    if getattr(args, "adapter", None):
+        from prompting.adapter import check_adapter_folder
+
+        check_adapter_folder(args.adapter)
     shots = DEFAULT_SHOTS[args.mode] if args.shots is None else args.shots
     if args.mode == "zero-shot" and shots != 0:
         raise ValueError(f"--shots {shots} does not go with --mode zero-shot; use --mode one-shot or few-shot")

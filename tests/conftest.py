@@ -13,6 +13,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SHARED_DIR", REPO.parent / "shared"))
 DATA_DIR = SHARED / "data" / "dialogsum"
+COURSE_DIR = DATA_DIR.parent / "course"  # the course's dialogue-summary-training-results.csv
 SMALL_DIR = SHARED / "models" / "flan-t5-small"
 BASE_DIR = SHARED / "models" / "flan-t5-base"
 
