@@ -52,13 +52,13 @@ def score_one_way(items, use_stemmer: bool, sentences: bool, aggregate: str, res
                   seed: int = BOOTSTRAP_SEED) -> dict:
     """{"rouge1": value, ..., "rouge1_low": ..., "rouge1_high": ...}: the mean (or bootstrap median) F-measure
     per type and its seeded 95% interval. `items` have `.references` and `.prediction`."""
-    _, per_item = score_corpus(items, [item.prediction for item in items], use_stemmer=use_stemmer,
+    means, per_item = score_corpus(items, [item.prediction for item in items], use_stemmer=use_stemmer,
                                sentences=sentences)
     values = np.array([[row[t] for t in ROUGE_TYPES] for row in per_item])  # (items, types)
     if aggregate == "median":
         central = np.median(bootstrap_means(values, resamples, seed), axis=0)  # (types,)
-    elif aggregate == "mean":
-        central = values.mean(axis=0)
+    elif aggregate == "mean":  # math.fsum's exact mean, as in every run's metrics.json
+        central = np.array([means[t] for t in ROUGE_TYPES])
     else:
         raise ValueError(f"aggregate {aggregate!r}: expected 'mean' or 'median'")
     low, high = bootstrap_interval(values, resamples, seed)  # (types,) each

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -136,8 +137,7 @@ def group_consecutive(predictions: list[str]) -> list[list[int]]:
 
 def check_group_sizes(path, groups: list[list[int]], dialogue_column: str | None) -> None:
     """Best-of-k ROUGE is only comparable across dialogues with the same k: more references, higher scores."""
-    sizes = [len(group) for group in groups]
-    common = max(set(sizes), key=sizes.count)
+    common = Counter(len(group) for group in groups).most_common(1)[0][0]  # ties: the size seen first
     odd = next((group for group in groups if len(group) != common), None)
     if odd is not None:
         how = (f"--dialogue-column {dialogue_column!r}" if dialogue_column
