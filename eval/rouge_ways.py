@@ -69,8 +69,8 @@ def score_one_way(items, use_stemmer: bool, sentences: bool, aggregate: str, res
 
 
 def several_ways(row_items, dialogue_items=None, missing_reason: str = "") -> list[dict]:
-    """Each way of WAYS that the items allow, as {"way", "items", "count", "stemmer", "sentences", "aggregate",
-    "why", scores...}. Without `dialogue_items` the per-dialogue ways are listed with `missing_reason` instead."""
+    """Each way of WAYS that the items allow, as {"way", "items", "count", "references" (per item), "stemmer",
+    "sentences", "aggregate", "why", scores...}. Without `dialogue_items` the per-dialogue ways are listed with `missing_reason` instead."""
     rows = []
     for name, unit, stemmer, sentences, aggregate, why in WAYS:
         items = row_items if unit == "row" else dialogue_items
@@ -79,7 +79,8 @@ def several_ways(row_items, dialogue_items=None, missing_reason: str = "") -> li
         if items is None:
             rows.append({**entry, "count": 0, "why": f"{why} Not scored: {missing_reason}"})
             continue
-        rows.append({**entry, "count": len(items), **score_one_way(items, stemmer, sentences, aggregate)})
+        rows.append({**entry, "count": len(items), "references": len(items[0].references),
+                     **score_one_way(items, stemmer, sentences, aggregate)})
     return rows
 
 

@@ -73,10 +73,11 @@ def printout(results: list[dict], out_dir: Path, report: Path) -> str:
         rows = [(m["model"], next(w for w in m["ways"] if w["way"] == way_name)) for m in results]
         if not rows[0][1]["count"]:
             return [title, f"not scored: {rows[0][1]['why'].split('Not scored: ')[-1]}"]
-        return plain_table(f"{title} ({rows[0][1]['count']} {rows[0][1]['items']}s)", rows)
+        way = rows[0][1]
+        return plain_table(title.format(k=way["references"]) + f" ({way['count']} {way['items']}s)", rows)
 
     course = table(COURSE, "course-style: each row against its own reference, stemmer on, text as written, exact mean")
-    multi = table(MULTI_REFERENCE, "multi-reference: each dialogue against the best of its references, stemmer on, "
+    multi = table(MULTI_REFERENCE, "multi-reference: each dialogue against the best of its {k} references, stemmer on, "
                                    "sentences split, exact mean")
     empty = [f"{m['model']}: {m['empty_predictions']} empty prediction(s), scored 0 and counted"
              for m in results if m["empty_predictions"]]
