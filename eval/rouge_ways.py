@@ -70,7 +70,8 @@ def score_one_way(items, use_stemmer: bool, sentences: bool, aggregate: str, res
 
 def several_ways(row_items, dialogue_items=None, missing_reason: str = "") -> list[dict]:
     """Each way of WAYS that the items allow, as {"way", "items", "count", "references" (per item), "stemmer",
-    "sentences", "aggregate", "why", scores...}. Without `dialogue_items` the per-dialogue ways are listed with `missing_reason` instead."""
+    "sentences", "aggregate", "why", scores...}. Without `dialogue_items` the per-dialogue ways are listed
+    unscored, with `missing_reason` in their "why"."""
     rows = []
     for name, unit, stemmer, sentences, aggregate, why in WAYS:
         items = row_items if unit == "row" else dialogue_items

@@ -66,7 +66,8 @@ def test_the_command_prints_both_tables_and_writes_the_report(course_run, capsys
     # The folders read back as any run does: --mode compare --runs makes the same report from them.
     folders = [str(course_run / column) for column in PRINTED]
     assert run.main(["--mode", "compare", "--runs", *folders, "--output-dir", str(course_run / "compare")]) == 0
-    assert "| instruct_model_summaries | instruct_model_summaries | 42.14 [" in (course_run / "compare" / "report.md").read_text()
+    compared = (course_run / "compare" / "report.md").read_text()
+    assert "| instruct_model_summaries | instruct_model_summaries | 42.14 [" in compared
 
 
 def test_multi_reference_grouping_of_the_course_file_gives_500_dialogues():
@@ -108,7 +109,8 @@ def score_fails(tmp_path, capsys, content: str | None, *flags, name="preds.csv")
     (None, [], "preds.csv: no such file"),
     ("", [], "preds.csv: the file is empty"),
     ("pred,ref\n", [], "preds.csv: the file has a header but no rows"),
-    ("prediction,ref\na,b\n", [], "--prediction-column 'pred': {path} has no such column (columns: 'prediction', 'ref')"),
+    ("prediction,ref\na,b\n", [],
+     "--prediction-column 'pred': {path} has no such column (columns: 'prediction', 'ref')"),
     ("pred,reference\na,b\n", [], "--reference-column 'ref': {path} has no such column"),
     ("pred,ref\na,b\nc,\n", [], "preds.csv, row 2: the reference cell ('ref') is empty"),
     ("pred,ref\na,x\na,y\nb,z\n", ["--group-by", "dialogue"],
