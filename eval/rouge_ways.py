@@ -26,6 +26,7 @@ from eval.evaluate import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, bootstrap_interva
 from eval.rouge import ROUGE_TYPES
 
 COURSE = "course: per row, one reference"
+MULTI_REFERENCE = "per dialogue, best of k (this project)"
 
 # (name, items: "row" | "dialogue", stemmer, sentences split for Lsum, aggregate: "mean" | "median", why)
 WAYS = (
@@ -40,7 +41,7 @@ WAYS = (
     ("per row, Lsum on sentences", "row", True, True, "mean",
      "Sentences split onto lines before scoring (the Hugging Face summarization example): only ROUGE-Lsum "
      "changes; it rises for summaries of several sentences."),
-    ("per dialogue, best of k (this project)", "dialogue", True, True, "mean",
+    (MULTI_REFERENCE, "dialogue", True, True, "mean",
      "Each dialogue once, against the best of its k human summaries per ROUGE type: higher, because matching "
      "any annotator counts; this project's default."),
     ("per dialogue, best of k, text as written", "dialogue", True, False, "mean",

@@ -12,38 +12,56 @@ holds the two tables this mode prints: course-style (per row) and multi-referenc
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from eval.report import write_report
 from eval.results import finish_run, prepare_output_dir
-from eval.rouge_ways import COURSE, plain_table, several_ways, ways_table
+from eval.rouge_ways import COURSE, MULTI_REFERENCE, plain_table, several_ways, ways_table
 from eval.runs import read_runs
 from eval.score_file import count_empty, read_items
 
-MULTI_REFERENCE = "per dialogue, best of k (this project)"
+@dataclass(frozen=True)
+class ScoreConfig:
+    """What --mode score needs from the command line, checked when it is made (before any file is read)."""
+
+    predictions: Path | None              # --predictions: .csv or .jsonl
+    prediction_columns: tuple[str, ...]   # --prediction-column: one run folder each
+    reference_column: str                 # --reference-column
+    group_by: str = "row"                 # "row" | "dialogue"
+    dialogue_column: str | None = None
+    use_stemmer: bool = True
+    lsum_sentences: bool = True           # split sentences for ROUGE-Lsum in the main scores
+    output_dir: Path = Path("runs/score")
+    overwrite: bool = False
+
+    def __post_init__(self):
+        if self.predictions is None:
+            raise ValueError("--mode score needs --predictions FILE (a .csv or .jsonl file of predictions and "
+                             "references)")
+        if not self.prediction_columns:
+            raise ValueError("--mode score needs --prediction-column NAME (one or more columns of model summaries)")
+        if not self.reference_column:
+            raise ValueError("--mode score needs --reference-column NAME (the column of human summaries)")
+        if self.reference_column in self.prediction_columns:
+            raise ValueError(f"--reference-column {self.reference_column!r} is also a --prediction-column: a "
+                             "summary scored against itself scores 1")
+        if len(set(self.prediction_columns)) != len(self.prediction_columns):
+            raise ValueError(f"--prediction-column {' '.join(self.prediction_columns)}: a column is named twice")
 
 
-def check_args(args) -> None:
-    """The flags --mode score needs, before any file is read."""
-    if not args.predictions:
-        raise ValueError("--mode score needs --predictions FILE (a .csv or .jsonl file of predictions and references)")
-    if not args.prediction_column:
-        raise ValueError("--mode score needs --prediction-column NAME (one or more columns of model summaries)")
-    if not args.reference_column:
-        raise ValueError("--mode score needs --reference-column NAME (the column of human summaries)")
-    if args.reference_column in args.prediction_column:
-        raise ValueError(f"--reference-column {args.reference_column!r} is also a --prediction-column: a summary "
-                         "scored against itself scores 1")
-    if len(set(args.prediction_column)) != len(args.prediction_column):
-        raise ValueError(f"--prediction-column {' '.join(args.prediction_column)}: a column is named twice")
+def score_config(args) -> ScoreConfig:
+    return ScoreConfig(Path(args.predictions) if args.predictions else None, tuple(args.prediction_column or ()), args.reference_column,
+                       args.group_by, args.dialogue_column, args.stemmer, args.lsum_sentences,
+                       Path(args.output_dir or "runs/score"), args.overwrite)
 
 
-def items_for_ways(args, column: str, items):
+def items_for_ways(config: ScoreConfig, column: str, items):
     """(row items, dialogue items or None, why None): the ways table needs both groupings of the same file."""
     def read(group_by):
-        return read_items(args.predictions, column, args.reference_column, group_by, args.dialogue_column)
+        return read_items(config.predictions, column, config.reference_column, group_by, config.dialogue_column)
 
-    if args.group_by == "dialogue":
+    if config.group_by == "dialogue":
         return read("row"), items, ""
     try:
         return items, read("dialogue"), ""
@@ -51,17 +69,18 @@ def items_for_ways(args, column: str, items):
         return items, None, str(err)
 
 
-def score_column(args, column: str, out_dir: Path) -> dict:
-    """Score one prediction column into out_dir/column; returns its metrics."""
-    items = read_items(args.predictions, column, args.reference_column, args.group_by, args.dialogue_column)
-    row_items, dialogue_items, why_not = items_for_ways(args, column, items)
+def score_column(config: ScoreConfig, column: str) -> dict:
+    """Score one prediction column into <output dir>/column; returns its metrics."""
+    items = read_items(config.predictions, column, config.reference_column, config.group_by,
+                       config.dialogue_column)
+    row_items, dialogue_items, why_not = items_for_ways(config, column, items)
     ways = several_ways(row_items, dialogue_items, why_not)
-    run_dir = prepare_output_dir(out_dir / column, overwrite=args.overwrite)
-    info = {"model": column, "mode": "score", "predictions": str(args.predictions), "prediction_column": column,
-            "reference_column": args.reference_column, "group_by": args.group_by,
-            "dialogue_column": args.dialogue_column, "empty_predictions": count_empty(items), "ways": ways}
+    run_dir = prepare_output_dir(config.output_dir / column, overwrite=config.overwrite)
+    info = {"model": column, "mode": "score", "predictions": str(config.predictions), "prediction_column": column,
+            "reference_column": config.reference_column, "group_by": config.group_by,
+            "dialogue_column": config.dialogue_column, "empty_predictions": count_empty(items), "ways": ways}
     metrics = finish_run(run_dir, items, [item.dialogue for item in items], [item.prediction for item in items],
-                         info, use_stemmer=args.stemmer, sentences=args.lsum_sentences)
+                         info, use_stemmer=config.use_stemmer, sentences=config.lsum_sentences)
     (run_dir / "score.md").write_text("\n".join([f"# {column}: one set of predictions, several ways to score it",
                                                  "", *ways_table(ways), ""]))
     return metrics
@@ -89,11 +108,11 @@ def printout(results: list[dict], out_dir: Path, report: Path) -> str:
 
 def run(args) -> dict:
     """Score every --prediction-column; returns {"printout": the tables, "report": path, "runs": [metrics]}."""
-    check_args(args)
-    out_dir = Path(args.output_dir or "runs/score")
-    results = [score_column(args, column, out_dir) for column in args.prediction_column]
+    config = score_config(args)
+    out_dir = config.output_dir
+    results = [score_column(config, column) for column in config.prediction_columns]
     notes = []
-    if args.group_by == "row":
+    if config.group_by == "row":
         notes.append(f"--group-by row: each of the {results[0]['examples']} rows was scored against the one human "
                      "summary on it (the course's way), so 'dialogues scored' counts rows; the multi-reference "
                      "scores are in each run's table of ways below.")
