@@ -1,7 +1,8 @@
 """The comparison report: one table of runs, the gains over zero-shot, a few summaries side by side, a bar chart.
 
 Input: finished runs (eval/runs.py reads them). Output: `report.md` and `report.png` in one folder. ROUGE is
-shown in points (F-measure x 100), the way papers print it; metrics.json keeps fractions.
+shown in points (F-measure x 100), the way papers print it, each mean with its seeded 95% bootstrap interval
+where the run recorded one (in brackets, and as error bars); metrics.json keeps fractions.
 """
 from __future__ import annotations
 
@@ -43,10 +44,6 @@ def duration(seconds) -> str:
 
 def megabytes(value, scale: float = 1.0) -> str:
     return f"{value / scale:,.1f} MB" if isinstance(value, (int, float)) else NOT_KNOWN
-
-
-def points(fraction: float) -> str:
-    return f"{100 * fraction:.2f}"
 
 
 def scores_table(runs: list[Run]) -> list[str]:
@@ -115,7 +112,13 @@ def draw_chart(runs: list[Run], path: Path) -> None:
     width = 0.8 / len(runs)
     for i, run in enumerate(runs):
         xs = [k + (i - (len(runs) - 1) / 2) * width for k in range(len(ROUGE_TYPES))]
-        bars = ax.bar(xs, [100 * run.metrics[t] for t in ROUGE_TYPES], width, label=run.name)
+        m = run.metrics
+        heights = [100 * m[t] for t in ROUGE_TYPES]
+        errors = None  # the 95% interval as error bars, where the run recorded one: (2, types), below and above
+        if all(f"{t}_low" in m and f"{t}_high" in m for t in ROUGE_TYPES):
+            errors = [[100 * (m[t] - m[f"{t}_low"]) for t in ROUGE_TYPES],
+                      [100 * (m[f"{t}_high"] - m[t]) for t in ROUGE_TYPES]]
+        bars = ax.bar(xs, heights, width, label=run.name, yerr=errors, capsize=2)
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
     ax.set_xticks(range(len(ROUGE_TYPES)), [HEADINGS[t] for t in ROUGE_TYPES])
     ax.set_ylabel("F-measure (points)")
