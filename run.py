@@ -143,7 +143,8 @@ def summary(result) -> str:
     if isinstance(result, dict) and "rouge1" in result:
         scores = "  ".join(f"{k} {result[k]:.4f}" for k in ("rouge1", "rouge2", "rougeL", "rougeLsum"))
         stem = "stemmer on" if result.get("use_stemmer") else "stemmer off"
-        return (f"{result.get('mode')} on {result.get('examples')} dialogues: {scores} ({stem}); "
+        length = f", {result['gen_len']} tokens per summary" if "gen_len" in result else ""
+        return (f"{result.get('mode')} on {result.get('examples')} dialogues: {scores} ({stem}{length}); "
                 f"results in {result.get('output_dir')}/ (metrics.json, predictions.csv, side_by_side.md)")
     return f"report: {result}" if result is not None else ""
 
