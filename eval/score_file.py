@@ -44,7 +44,7 @@ def read_table(path: str | os.PathLike) -> tuple[list[str], list[dict]]:
     text = path.read_text(encoding="utf-8-sig")  # a BOM from spreadsheet software is not part of the first column
     if not text.strip():
         raise ValueError(f"--predictions {path}: the file is empty")
-    if path.suffix.lower() in (".jsonl", ".json"):
+    if path.suffix.lower() == ".jsonl":
         rows = []
         for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
