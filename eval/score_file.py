@@ -18,6 +18,7 @@ and the row (1-based, counted as a spreadsheet would: row 1 is the first data ro
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from collections import Counter
@@ -60,7 +61,7 @@ def read_table(path: str | os.PathLike) -> tuple[list[str], list[dict]]:
             rows.append(row)
         columns = list(dict.fromkeys(key for row in rows for key in row))
     elif path.suffix.lower() == ".csv":
-        reader = csv.DictReader(text.splitlines(keepends=True))
+        reader = csv.DictReader(io.StringIO(text, newline=""))  # quoted cells may hold line breaks
         columns = [c for c in (reader.fieldnames or [])]
         rows = list(reader)
     else:
