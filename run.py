@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("where and how")
     g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     g.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-                   help="auto: bf16 autocast where supported (CUDA with bf16, CPU), else fp32")
+                   help="auto: bf16 autocast where the device computes bf16 natively (CUDA compute capability 8.0+; "
+                        "a CPU with AVX512-BF16 or AMX), else fp32 (train_loop/precision.py)")
     g.add_argument("--fsdp", action="store_true",
                    help="under torchrun: shard the model, gradients and optimiser state over the processes "
                         "(FSDP2, one unit per T5 block) instead of a whole copy on each")

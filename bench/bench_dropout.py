@@ -19,6 +19,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from train_loop.cpu_kernels import fast_dropout  # noqa: E402
+from train_loop.machine import describe_machine  # noqa: E402
 
 SHAPES = [(8, 300, 512), (8, 300, 1024), (8, 6, 300, 300)]
 P = 0.1
@@ -35,7 +36,8 @@ def best_ms(fn, repeats: int = 7) -> float:
 
 def main() -> None:
     torch.set_num_threads(1)
-    print(f"torch {torch.__version__}, 1 thread, p={P}, best of 7 (ms)")
+    print(f"machine: {describe_machine('cpu')}")
+    print(f"fp32 tensors on both sides, 1 thread, p={P}, best of 7 (ms)")
     print(f"{'shape':<18}{'rand':>8}{'bernoulli_':>12}{'64-bit words':>14}{'F.dropout f+b':>15}{'ours f+b':>10}{'ratio':>8}")
     for shape in SHAPES:
         x = torch.randn(shape, requires_grad=True)

@@ -5,22 +5,23 @@
 
 (The defaults, 96 dialogues and 16 for the loop, take about 4 minutes on 2 busy CPU cores; the line above, 15.)
 The work: the zero-shot prompts of the first `--examples` DialogSum test dialogues, cut to 512 tokens, greedy,
-fp32, the architecture of `--model` with random weights (throughput does not depend on them). Random weights
+in `--precision` (auto: bf16 autocast only where the device computes bf16 natively, train_loop/precision.py; the
+same for every side), the architecture of `--model` with random weights (throughput does not depend on them). Random weights
 rarely write </s>, and a summary's length must not differ between sides, so every side generates exactly
 `--new-tokens` tokens per dialogue (min_new_tokens == max_new_tokens); a counter on `model.generate` checks it.
 
 Sides (bench/generate_sides.py): ours; transformers' text-generation pipeline, same batch size; the seeds' loop,
 one dialogue at a time, on `--loop-examples` dialogues spread evenly over the set sorted by length, so their
 lengths are the set's (compared per dialogue); ours with LoRA (r=32, alpha=32 on q and v, B random so the update
-is not zero) unmerged and merged. `--bf16` adds ours on a bfloat16 copy of the model, reported apart from the
-fp32 comparison (it does the same steps in lower precision, and its summaries differ).
+is not zero) unmerged and merged. Ours runs its precision through `generate_summaries(precision=...)`, the
+others under the same `torch.autocast`.
 
 Noise: the machine is shared, so the prompts are cut into chunks of `--chunk` prompts and each side runs chunk 1,
 then each side chunk 2, and so on, `--repeats` times: a slow minute hits every side alike. Each side's chunks
 hold the same batches as one call on all prompts would (ours: chunks of the length-sorted order; the pipeline:
 chunks of the given order, a multiple of the batch size); the order of the sides rotates from chunk to chunk.
 Each side is warmed up once first. Figures: the median over repeats of each side's total time; sides that run
-ours' very batches (LoRA, bf16) are also compared chunk by chunk.
+ours' very batches (LoRA) are also compared chunk by chunk.
 
 Threads: on 2 CPU cores shared with other jobs, two torch threads are a trap: when another process holds a
 core, every parallel op waits for the descheduled thread. Measured here, one flan-t5-small `generate` of a
@@ -49,8 +50,10 @@ from lora.inject import add_lora, lora_layers, merge_lora  # noqa: E402
 from prompting.dialogsum import load_split  # noqa: E402
 from prompting.model import build_random_init, load_tokenizer  # noqa: E402
 from prompting.templates import zero_shot_prompt  # noqa: E402
+from train_loop.machine import describe_machine  # noqa: E402
+from train_loop.precision import autocast, choose_precision  # noqa: E402
 
-LOOP, BF16 = "seeds' loop", "ours, bf16 model"
+LOOP = "seeds' loop"
 
 
 def parse_args():
@@ -66,17 +69,15 @@ def parse_args():
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (CPU); 1 by default, see the docstring")
-    parser.add_argument("--bf16", action="store_true", help="also time ours on a bfloat16 copy (reported apart)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="every side alike; auto: bf16 only where the device computes it natively")
     return parser.parse_args()
 
 
 def machine() -> str:
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), platform.machine())
-    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return (f"{os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__} with {torch.get_num_threads()} thread(s)"
-            f"{gpu}, transformers {transformers.__version__}, python {platform.python_version()}, "
-            "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    gpu = f"; {describe_machine('cuda')}" if torch.cuda.is_available() else ""
+    return (f"{os.cpu_count()} CPU cores, {describe_machine('cpu')}{gpu}; transformers {transformers.__version__}, "
+            f"python {platform.python_version()}, " + "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
 def lora_models(model, seed=0):
@@ -97,6 +98,7 @@ def main() -> None:
     if args.chunk % args.batch_size:
         raise SystemExit(f"--chunk {args.chunk} must be a multiple of --batch-size {args.batch_size}")
     device = torch.device(args.device)
+    precision, reason = choose_precision(args.precision, device)
     torch.set_num_threads(args.threads)
     if args.threads == 1:
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
@@ -114,20 +116,24 @@ def main() -> None:
     n, k = args.new_tokens, args.chunk
 
     def ours_on(m):
-        return lambda ids: sides.ours(m, tokenizer, [prompts[i] for i in ids], args.batch_size, n)
+        return lambda ids: sides.ours(m, tokenizer, [prompts[i] for i in ids], args.batch_size, n, precision=precision)
+
+    def in_precision(summarise):  # the other stacks, under the autocast ours uses
+        def run(ids):
+            with autocast(precision, device):
+                return summarise(ids)
+        return run
 
     # name -> (model, the prompt indices in the order the side gets them, summarise(indices) -> texts)
     side_list = {
         "ours": (model, by_length, ours_on(model)),
         "pipeline": (model, list(range(len(prompts))),
-                     lambda ids: sides.pipeline_side(pipe, [prompts[i] for i in ids], n)),
-        LOOP: (model, loop_ids, lambda ids: sides.seeds_loop(model, tokenizer, [prompts[i] for i in ids], n)),
+                     in_precision(lambda ids: sides.pipeline_side(pipe, [prompts[i] for i in ids], n))),
+        LOOP: (model, loop_ids,
+               in_precision(lambda ids: sides.seeds_loop(model, tokenizer, [prompts[i] for i in ids], n))),
         "ours + LoRA unmerged": (unmerged, by_length, ours_on(unmerged)),
         "ours + LoRA merged": (merged, by_length, ours_on(merged)),
     }
-    if args.bf16:
-        bf16 = copy.deepcopy(model).to(torch.bfloat16)
-        side_list[BF16] = (bf16, by_length, ours_on(bf16))
     n_chunks = -(-len(prompts) // k)
 
     def chunk(order, c):  # the loop's few prompts are spread over the same number of chunks
@@ -135,8 +141,9 @@ def main() -> None:
         return order[c * per:(c + 1) * per]
 
     print(f"machine: {machine()}")
+    print(f"precision: every side {precision} ({reason})")
     print(f"work: {len(prompts)} DialogSum test dialogues (zero-shot prompt, mean {statistics.mean(lengths):.1f} "
-          f"tokens, cut to 512), {Path(args.model).name} random weights fp32 on {device}, batch {args.batch_size}, "
+          f"tokens, cut to 512), {Path(args.model).name} random weights on {device}, batch {args.batch_size}, "
           f"greedy, exactly {n} new tokens each; seeds' loop on {len(loop_ids)} of them spread evenly "
           f"(mean {statistics.mean(lengths[i] for i in loop_ids):.1f} tokens), compared per dialogue")
     for name, (m, order, run) in side_list.items():  # warm-up: one batch each
@@ -168,7 +175,7 @@ def interleaved(side_list, n_chunks, chunk, device):
 
 
 def report(args, runs, n):
-    """Rates from each side's total time (median over repeats). Sides on ours' prompts and batches (LoRA, bf16)
+    """Rates from each side's total time (median over repeats). Sides on ours' prompts and batches (LoRA)
     are also compared chunk by chunk, run back to back: the median of those paired ratios shrugs off a slow chunk."""
     _, texts, counters = runs[-1]
     totals = {name: [sum(seconds[name]) for seconds, _, _ in runs] for name in texts}
@@ -196,9 +203,7 @@ def report(args, runs, n):
              ("LoRA unmerged / base", paired("ours + LoRA unmerged"), None, None),
              ("LoRA merged / base", paired("ours + LoRA merged"), 0.95,
               same("ours + LoRA merged", "ours + LoRA unmerged") + " merged vs unmerged")]
-    if BF16 in rate:
-        lines.append((f"{BF16} / fp32 (apart)", paired(BF16), None, same(BF16, "ours") + " with fp32"))
-    print("\nratios of speed (LoRA and bf16: median over chunks of paired times)")
+    print("\nratios of speed (LoRA: median over chunks of paired times)")
     for label, ratio, goal, identical in lines:
         verdict = "" if goal is None else f"  goal >= {goal:g}x: {'met' if ratio >= goal else 'NOT met'}"
         print(f"{label:<34}{ratio:>6.2f}x{verdict}" + (f"; identical texts {identical}" if identical else ""))

@@ -21,6 +21,7 @@ sys.path.insert(0, str(REPO))
 from rouge_score import rouge_scorer  # noqa: E402
 
 from eval import rouge  # noqa: E402
+from train_loop.machine import describe_machine  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "dialogsum" / "dialogsum.test.jsonl"
 
@@ -47,6 +48,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     pairs = dialogsum_pairs()
+    print(f"machine: {describe_machine('cpu')}; both sides plain Python (no tensors, no precision to choose)")
     print(f"{len(pairs)} pairs, rouge1/rouge2/rougeL/rougeLsum, best of {args.repeats}; "
           f"python {platform.python_version()}, {platform.machine()}")
     for use_stemmer in (True, False):

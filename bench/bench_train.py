@@ -10,9 +10,10 @@ hyper-parameters on every side: batch 8, AdamW lr 1e-4 (full) or 1e-3 (LoRA r=32
 and v), weight decay 0.01, clipping at 1.0, linear decay without warmup, one epoch.
 
 Sides, each in a fresh process one after the other (bench/train_sides.py), so that each one's peak memory is its own:
-* ours: train_loop.loop.train as `run.py` drives it, `--precision auto` (bf16 autocast on CPU and bf16 GPUs),
-  with train_loop/cpu_kernels.py and train_loop/cpu_memory.py on CPU;
-* trainer-best: Seq2SeqTrainer (+ peft) with dynamic padding, `group_by_length`, bf16 where the device has it;
+* ours: train_loop.loop.train as `run.py` drives it, in `--precision` (default auto: bf16 autocast only where
+  the device computes bf16 natively, train_loop/precision.py), with train_loop/cpu_kernels.py and
+  train_loop/cpu_memory.py on CPU;
+* trainer-best: Seq2SeqTrainer (+ peft) with dynamic padding, `group_by_length`, in the same precision as ours;
 * seeds: Seq2SeqTrainer, fp32, everything padded to 512/128 (the course notebooks). It is slow, so it runs
   `--seeds-steps` steps on the first examples of the same shuffle.
 `--repeats N` runs the list of sides N times, interleaved, and reports each side's median run and the ratio of
@@ -29,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +56,8 @@ def parse_args(argv=None):
     p.add_argument("--sides", default=",".join(f"{s}:{m}" for s, m in SIDES), help="e.g. ours:full,trainer-best:full")
     p.add_argument("--repeats", type=int, default=1,
                    help="run the whole list of sides this many times, interleaved; each side's median run is reported")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="ours and trainer-best alike (train_loop/precision.py); the seeds' recipe is fp32")
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP count (it reruns our timed batches)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # "side:mode" or "matmul": run one, print JSON
     args = p.parse_args(argv)
@@ -71,7 +73,7 @@ def worker(args) -> dict:
         return {name: train_sides.matmul_peak(dtype) for name, dtype in
                 (("bf16", torch.bfloat16), ("fp32", torch.float32))}
     side, mode = args.worker.split(":")
-    common = dict(mode=mode, batch_size=args.batch_size, warmup=args.warmup, seed=args.seed)
+    common = dict(mode=mode, batch_size=args.batch_size, warmup=args.warmup, seed=args.seed, precision=args.precision)
     if side == "ours":
         return train_sides.run_ours(args.model, args.data, steps=args.steps, count_flops=not args.no_flops, **common)
     steps = args.seeds_steps if side == "seeds" else args.steps
@@ -87,13 +89,21 @@ def spawn(args, what: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def machine(threads) -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
-    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    load = ", load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
-    return (f"{os.cpu_count()} CPU cores ({cpu}), {threads} torch threads{gpu}; torch {torch.__version__}, "
-            f"python {platform.python_version()}{load}")
+def machine() -> str:
+    from train_loop.machine import describe_machine
+
+    gpu = f"; {describe_machine('cuda')}" if torch.cuda.is_available() else ""
+    return (f"{os.cpu_count()} CPU cores, {describe_machine('cpu')}{gpu}; "
+            "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+
+
+def precisions(args) -> str:
+    """The precision of each side, said before any runs."""
+    from train_loop.precision import choose_precision
+
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    chosen, reason = choose_precision(args.precision, dev)
+    return f"precision: ours and trainer-best {chosen} ({reason}); seeds fp32 (the notebooks' recipe)"
 
 
 def report(args, results: dict, peak: dict) -> None:
@@ -131,7 +141,8 @@ def main() -> None:
         print(json.dumps(worker(args)))
         return
     sides = [tuple(s.split(":")) for s in args.sides.split(",")]
-    print(f"machine: {machine(torch.get_num_threads())}")
+    print(f"machine: {machine()}")
+    print(precisions(args))
     print(f"work: {Path(args.model).name} random weights, {args.steps * args.batch_size} DialogSum train examples "
           f"(seed {args.seed}), batch {args.batch_size}, {args.steps} steps ({args.seeds_steps} for seeds), "
           f"first {args.warmup} not timed; device {'cuda' if torch.cuda.is_available() else 'cpu'}")
@@ -139,7 +150,7 @@ def main() -> None:
     for repeat in range(args.repeats):  # interleaved, so a slow spell of the machine hits every side alike
         for side, mode in sides:
             runs[(side, mode)].append(r := spawn(args, f"{side}:{mode}"))
-            print(f"  {side} {mode}{f' (run {repeat + 1})' if args.repeats > 1 else ''}: "
+            print(f"  {side} {mode} in {r['precision']}{f' (run {repeat + 1})' if args.repeats > 1 else ''}: "
                   f"{r['real_tokens'] / r['seconds']:.1f} real tokens/s "
                   f"({r['real_tokens'] / r['cpu_seconds']:.1f} per CPU-second), "
                   f"losses {' '.join(f'{x:.3f}' for x in r['losses'])}", flush=True)

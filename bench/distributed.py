@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from tests.conftest import DATA_DIR, SMALL_DIR  # noqa: E402
 from tests.test_distributed import NARROW, flags, losses, max_difference, weights  # noqa: E402
+from train_loop.machine import describe_machine  # noqa: E402
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
@@ -81,5 +82,6 @@ def throughput(root: Path) -> None:
 if __name__ == "__main__":
     if sys.argv[1:] not in (["equivalence"], ["throughput"]):
         sys.exit(__doc__)
+    print(f"machine: {describe_machine('cpu')}; precision: fp32 on every side (--precision fp32)")
     with tempfile.TemporaryDirectory() as tmp:
         {"equivalence": equivalence, "throughput": throughput}[sys.argv[1]](Path(tmp))

@@ -53,12 +53,12 @@ class GenerateCounter:
         return 1 - self.real_inputs / max(self.input_positions, 1)
 
 
-def ours(model, tokenizer, prompts, batch_size, new_tokens, max_input_tokens=512):
+def ours(model, tokenizer, prompts, batch_size, new_tokens, max_input_tokens=512, precision="fp32"):
     """The length is forced through the model's generation config (generate_summaries sets max_new_tokens)."""
     model.generation_config.min_new_tokens = new_tokens
     try:
         return generate_summaries(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=new_tokens,
-                                  max_input_tokens=max_input_tokens, progress=False)
+                                  max_input_tokens=max_input_tokens, progress=False, precision=precision)
     finally:
         model.generation_config.min_new_tokens = None
 

@@ -19,6 +19,7 @@ from peft import LoraConfig, get_peft_model  # noqa: E402
 from lora.inject import add_lora, lora_layers, merge_lora, unmerge_lora  # noqa: E402
 from prompting.model import build_from_config, build_random_init  # noqa: E402
 from tests.conftest import SMALL_DIR, tiny_t5_config  # noqa: E402
+from train_loop.machine import describe_machine  # noqa: E402
 
 
 def rel(a, b):
@@ -72,6 +73,7 @@ def main():
     torch.manual_seed(0)
     builders = {"tiny T5": lambda dtype: build_from_config(tiny_t5_config(), dtype=dtype),
                 "flan-t5-small": lambda dtype: build_random_init(SMALL_DIR, dtype=dtype)}
+    print(f"machine: {describe_machine('cpu')}; precision: each line names it (peft and ours alike)")
     print(f"{'model':<14}{'comparison':<58}{'max relative difference':>24}")
     for label, build in builders.items():
         base = build(torch.float64).eval()

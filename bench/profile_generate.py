@@ -3,7 +3,7 @@
     python bench/profile_generate.py --model ../shared/models/flan-t5-small --examples 64 --loop-examples 8
 
 Same work as bench/bench_generate.py (zero-shot prompts of the first `--examples` DialogSum test dialogues,
-random weights, fp32, exactly `--new-tokens` greedy tokens each, one torch thread; the loop on `--loop-examples`
+random weights, in `--precision` (auto: bf16 only where the CPU computes it natively), exactly `--new-tokens` greedy tokens each, one torch thread; the loop on `--loop-examples`
 of them spread over their lengths). Two views:
 
 1. Wall-clock time inside the encoder, the decoder stack and the LM head (forward hooks), per dialogue and per
@@ -29,6 +29,8 @@ from bench import generate_sides as sides  # noqa: E402
 from prompting.dialogsum import load_split  # noqa: E402
 from prompting.model import build_random_init, load_tokenizer  # noqa: E402
 from prompting.templates import zero_shot_prompt  # noqa: E402
+from train_loop.machine import describe_machine  # noqa: E402
+from train_loop.precision import autocast, choose_precision  # noqa: E402
 
 PARTS = ("encoder", "decoder", "lm_head")
 
@@ -72,8 +74,11 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rows", type=int, default=12, help="operator rows to print")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="every side alike")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    precision, reason = choose_precision(args.precision, torch.device("cpu"))
+    print(f"machine: {describe_machine('cpu')}\nprecision: every side {reason}")
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
     tokenizer, model = load_tokenizer(args.model), build_random_init(args.model).eval()
@@ -89,20 +94,21 @@ def main() -> None:
 
     clock = PartClock(model)
     pipe = sides.make_pipeline(model, load_tokenizer(args.model), b)
-    runs = {"ours": (lambda: sides.ours(model, tokenizer, prompts, b, n), len(prompts)),
+    runs = {"ours": (lambda: sides.ours(model, tokenizer, prompts, b, n, precision=precision), len(prompts)),
             "pipeline": (lambda: sides.pipeline_side(pipe, prompts, n), len(prompts)),
             "seeds' loop": (lambda: sides.seeds_loop(model, tokenizer, [prompts[i] for i in spread], n), len(spread))}
-    sides.ours(model, tokenizer, prompts[:b], b, n)  # warm-up
+    sides.ours(model, tokenizer, prompts[:b], b, n, precision=precision)  # warm-up
     for label, (run, count) in runs.items():
         clock.reset()
         with sides.GenerateCounter(model) as counter:
             start = time.perf_counter()
-            run()
+            with autocast(precision, torch.device("cpu")):  # ours sets its own; the others run under this one
+                run()
             seconds = time.perf_counter() - start
         breakdown(label, clock, seconds, count, counter.padding_fraction())
 
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-        sides.ours(model, tokenizer, prompts, b, n)
+        sides.ours(model, tokenizer, prompts, b, n, precision=precision)
     print(f"\nours under torch.profiler, top {args.rows} operators by self CPU time (grouped by input shapes):")
     table = prof.key_averages(group_by_input_shape=True).table(
         sort_by="self_cpu_time_total", row_limit=args.rows, max_name_column_width=36, max_shapes_column_width=60)

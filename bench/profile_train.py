@@ -34,7 +34,8 @@ def main() -> None:
     p.add_argument("--model", default=str(REPO.parent / "shared" / "models" / "flan-t5-small"))
     p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "dialogsum"))
     p.add_argument("--mode", choices=("full", "lora"), default="full")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="bf16")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto: bf16 only where the CPU computes it natively (train_loop/precision.py)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--steps", type=int, default=3, help="timed, then profiled, steps (after 2 warm-up steps)")
     p.add_argument("--variant", choices=("sdpa", "eager", "ours"), default="ours", help="attention and dropout")
@@ -52,7 +53,12 @@ def main() -> None:
     from prompting.model import build_random_init, load_tokenizer
     from train_loop import loop
     from train_loop.optim import OptimConfig
+    from train_loop.machine import describe_machine
+    from train_loop.precision import choose_precision
     from train_loop.run_training import encoded_batches
+
+    precision, reason = choose_precision(args.precision, torch.device("cpu"))
+    print(f"machine: {describe_machine('cpu')}\nprecision: {reason}")
 
     model = build_random_init(args.model, seed=args.seed)
     torch.manual_seed(args.seed)
@@ -71,18 +77,18 @@ def main() -> None:
     _, batches_for_epoch = encoded_batches(ns, load_tokenizer(args.model), "train", (args.steps + 2) * args.batch_size)
     batches = batches_for_epoch(0)
     config = loop.TrainConfig(optim=OptimConfig(lr=LR[args.mode], weight_decay=WEIGHT_DECAY), max_steps=2,
-                              max_grad_norm=MAX_GRAD_NORM, precision=args.precision, progress_bar=False)
+                              max_grad_norm=MAX_GRAD_NORM, precision=precision, progress_bar=False)
     cpu = torch.device("cpu")
     loop.train(model, lambda epoch: batches[:2], config, cpu)  # warm-up: allocator, oneDNN kernels
     config = loop.TrainConfig(optim=config.optim, max_steps=args.steps, max_grad_norm=MAX_GRAD_NORM,
-                              precision=args.precision, progress_bar=False)
+                              precision=precision, progress_bar=False)
     timed = batches[2:2 + args.steps]
     tokens = sum(int(b["attention_mask"].sum() + (b["labels"] != -100).sum()) for b in timed)
     faults, start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
     loop.train(model, lambda epoch: timed, config, cpu)
     seconds = time.perf_counter() - start
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
-    print(f"{args.mode}, {args.variant}, {args.precision}: {args.steps} steps (batches {[tuple(b['input_ids'].shape) for b in timed]})"
+    print(f"{args.mode}, {args.variant}, {precision}: {args.steps} steps (batches {[tuple(b['input_ids'].shape) for b in timed]})"
           f" in {seconds:.2f} s = {seconds / args.steps:.2f} s per step, {tokens / seconds:.0f} real tokens/s, "
           f"{faults / args.steps:,.0f} minor page faults per step (keep-freed-memory {args.keep_freed_memory})")
     if args.rows == 0:  # timing only

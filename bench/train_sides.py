@@ -38,12 +38,13 @@ def work_examples(data: str, count: int, seed: int):
     return load_split(data, "train", max_samples=count, seed=seed)
 
 
-def run_ours(model_dir, data, mode, steps, batch_size, warmup, seed, count_flops=True) -> dict:
+def run_ours(model_dir, data, mode, steps, batch_size, warmup, seed, count_flops=True, precision="auto") -> dict:
     """Our loop exactly as `run.py --mode full|lora` drives it (run_training.encoded_batches,
-    speed_up_on_cpu, loop.train), with no run folder. Step times come from the loop's own log records, taken as each is written."""
+    speed_up_on_cpu, loop.train), with no run folder. Step times come from the loop's own log records, taken as each is written.
+    `precision` is the requested one ('auto', 'fp32', 'bf16'), made concrete by train_loop/precision.py as run.py does."""
     from train_loop import loop
     from train_loop.optim import OptimConfig
-    from train_loop.precision import resolve_precision
+    from train_loop.precision import choose_precision
     from train_loop.run_training import encoded_batches, speed_up_on_cpu
 
     dev = device()
@@ -57,7 +58,7 @@ def run_ours(model_dir, data, mode, steps, batch_size, warmup, seed, count_flops
     speed_up_on_cpu(model, dev)
     args = SimpleNamespace(data=data, seed=seed, batch_size=batch_size, max_input_tokens=512, max_target_tokens=128)
     _, batches_for_epoch = encoded_batches(args, tokenizer, "train", steps * batch_size)
-    precision = resolve_precision("auto", dev)
+    precision, _ = choose_precision(precision, dev)
     config = loop.TrainConfig(optim=OptimConfig(lr=LR[mode], weight_decay=WEIGHT_DECAY), max_steps=steps,
                               max_grad_norm=MAX_GRAD_NORM, precision=precision, progress_bar=False)
 
@@ -94,8 +95,11 @@ def training_flops(model, batches, precision, dev) -> int:
     return counter.get_total_flops()
 
 
-def run_theirs(model_dir, data, mode, recipe, steps, batch_size, warmup, seed) -> dict:
-    """Seq2SeqTrainer (+ peft for LoRA) through bench/trainer_stack.py, on the same examples."""
+def run_theirs(model_dir, data, mode, recipe, steps, batch_size, warmup, seed, precision="auto") -> dict:
+    """Seq2SeqTrainer (+ peft for LoRA) through bench/trainer_stack.py, on the same examples, in the precision
+    train_loop/precision.py chooses for ours from the same request."""
+    from train_loop.precision import choose_precision
+
     from bench.trainer_stack import run_trainer
 
     examples = work_examples(data, steps * batch_size, seed)
@@ -104,7 +108,8 @@ def run_theirs(model_dir, data, mode, recipe, steps, batch_size, warmup, seed) -
     lora = {"lora_r": LORA["r"], "lora_alpha": LORA["alpha"], "lora_dropout": LORA["dropout"]}
     out = run_trainer(model, load_tokenizer(model_dir), [zero_shot_prompt(e.dialogue) for e in examples],
                       [e.references[0] for e in examples], recipe=recipe, lora=mode == "lora", steps=steps,
-                      batch_size=batch_size, lr=LR[mode], warmup_steps_timed=warmup, seed=seed, **lora)
+                      batch_size=batch_size, lr=LR[mode], warmup_steps_timed=warmup, seed=seed,
+                      precision=choose_precision(precision, device())[0], **lora)
     out["peak_memory_mb"] = peak_memory_mb()
     return out
 

@@ -3,7 +3,8 @@
 Two recipes, both on the same examples and hyper-parameters as our loop:
 
 * `best`: the trainer at its best: dynamic padding (`DataCollatorForSeq2Seq`), length grouping
-  (`train_sampling_strategy="group_by_length"`), bf16 autocast where the device has it.
+  (`train_sampling_strategy="group_by_length"`), in the precision our side runs in (`precision`: 'bf16' sets the
+  Trainer's `bf16=True`, its autocast; chosen once by train_loop/precision.py for both stacks).
 * `seeds`: the course notebooks' recipe: fp32, every input padded to 512 tokens and every summary to 128.
   (The notebooks also pad labels with 0, a known flaw; here padding labels are -100 so the losses are comparable.
   Throughput does not depend on it.)
@@ -32,8 +33,10 @@ class _CountingCollator:
 
 
 def run_trainer(model, tokenizer, prompts, summaries, *, recipe, lora, steps, batch_size, lr, warmup_steps_timed,
-                lora_r=32, lora_alpha=32, lora_dropout=0.05, seed=42, output_dir="/tmp/bench-trainer"):
-    """Train `steps` optimiser steps with Seq2SeqTrainer; return losses, step times and real tokens per step."""
+                lora_r=32, lora_alpha=32, lora_dropout=0.05, seed=42, output_dir="/tmp/bench-trainer",
+                precision="fp32"):
+    """Train `steps` optimiser steps with Seq2SeqTrainer; return losses, step times and real tokens per step.
+    `precision` ('fp32', 'bf16' or 'fp16') applies to the `best` recipe; the seeds' recipe is fp32 by definition."""
     from datasets import Dataset
     from transformers import (DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback)
 
@@ -51,12 +54,14 @@ def run_trainer(model, tokenizer, prompts, summaries, *, recipe, lora, steps, ba
         model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=lora_r, lora_alpha=lora_alpha,
                                                  lora_dropout=lora_dropout, target_modules=["q", "v"]))
 
-    bf16 = recipe == "best" and (torch.cuda.is_available() and torch.cuda.is_bf16_supported() or not torch.cuda.is_available())
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"precision {precision!r}: expected fp32, bf16 or fp16 (already chosen for the device)")
+    precision = precision if recipe == "best" else "fp32"
     args = Seq2SeqTrainingArguments(
         output_dir=output_dir, per_device_train_batch_size=batch_size, learning_rate=lr, max_steps=steps,
         lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.01, max_grad_norm=1.0,
         train_sampling_strategy="group_by_length" if recipe == "best" else "random",
-        bf16=bf16, use_cpu=not torch.cuda.is_available(), logging_steps=1, save_strategy="no",
+        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not torch.cuda.is_available(), logging_steps=1, save_strategy="no",
         report_to=[], seed=seed, dataloader_num_workers=0, disable_tqdm=True, remove_unused_columns=False,
     )
     collator = _CountingCollator(DataCollatorForSeq2Seq(tokenizer, model=None, label_pad_token_id=-100))
@@ -85,4 +90,4 @@ def run_trainer(model, tokenizer, prompts, summaries, *, recipe, lora, steps, ba
     cpu_seconds = step_cpu_ends[steps - 1] - step_cpu_ends[warmup_steps_timed - 1]
     tokens = sum(collator.real_tokens[timed])
     return {"losses": losses, "seconds": seconds, "cpu_seconds": cpu_seconds, "real_tokens": tokens,
-            "tokens_per_s": tokens / seconds}
+            "tokens_per_s": tokens / seconds, "precision": precision}

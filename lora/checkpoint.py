@@ -40,15 +40,15 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, base_model_name
     if not layers:
         raise ValueError("save_adapter: the model has no LoRA layers; call add_lora(model) first")
     first = layers[0][1]
-    settings = (first.r, first.alpha, first.use_rslora)
+    settings = (first.r, first.alpha, first.dropout_p, first.use_rslora)
     for name, layer in layers:
-        if (layer.r, layer.alpha, layer.use_rslora) != settings:
-            raise ValueError(f"save_adapter: {name} has r={layer.r}, alpha={layer.alpha}, rslora={layer.use_rslora} "
-                             f"but {layers[0][0]} has {settings}; one adapter file holds one setting")
-    dropout = first.dropout.p if isinstance(first.dropout, nn.Dropout) else 0.0
+        if (layer.r, layer.alpha, layer.dropout_p, layer.use_rslora) != settings:
+            raise ValueError(f"save_adapter: {name} has r={layer.r}, alpha={layer.alpha}, dropout={layer.dropout_p}, "
+                             f"rslora={layer.use_rslora} but {layers[0][0]} has {settings}; one adapter file holds "
+                             f"one setting")
     config = {
         "peft_type": "LORA", "task_type": "SEQ_2_SEQ_LM", "base_model_name_or_path": base_model_name_or_path,
-        "r": first.r, "lora_alpha": first.alpha, "lora_dropout": dropout, "use_rslora": first.use_rslora,
+        "r": first.r, "lora_alpha": first.alpha, "lora_dropout": first.dropout_p, "use_rslora": first.use_rslora,
         "target_modules": sorted({name.rsplit(".", 1)[-1] for name, _ in layers}),
         "bias": "none", "fan_in_fan_out": False, "use_dora": False, "init_lora_weights": True,
         "modules_to_save": None, "layers_to_transform": None, "rank_pattern": {}, "alpha_pattern": {},

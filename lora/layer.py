@@ -53,6 +53,9 @@ class LoRALinear(nn.Module):
         self.r, self.alpha, self.use_rslora = r, alpha, use_rslora
         # Hu et al. 2021 sec. 4.1: alpha / r; rsLoRA (Kalajdzievski 2023): alpha / sqrt(r).
         self.scaling = alpha / math.sqrt(r) if use_rslora else alpha / r
+        # The probability is kept apart from the module: a CPU speed-up swaps nn.Dropout for another module
+        # (train_loop/cpu_kernels.py), and the adapter file must still record what was trained (lora/checkpoint.py).
+        self.dropout_p = float(dropout)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         factory = dict(device=device if device is not None else base.weight.device,
                        dtype=dtype if dtype is not None else base.weight.dtype)
@@ -98,4 +101,4 @@ class LoRALinear(nn.Module):
     def extra_repr(self) -> str:
         rule = "alpha/sqrt(r)" if self.use_rslora else "alpha/r"
         return (f"d_in={self.base.in_features}, d_out={self.base.out_features}, r={self.r}, alpha={self.alpha}, "
-                f"scaling={self.scaling:.4g} ({rule}), merged={self.merged}")
+                f"scaling={self.scaling:.4g} ({rule}), dropout={self.dropout_p:g}, merged={self.merged}")

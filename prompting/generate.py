@@ -4,6 +4,8 @@ A batch is padded to its longest prompt, so batching prompts in the order given 
 by token length (longest first, so an out-of-memory error shows up in the first batch, not the last), generate,
 and put the summaries back in the order of the prompts. Greedy decoding (`do_sample=False`, one beam) is what the
 course uses (../shared/FACTS.md, "Generation"); `skip_special_tokens=True` drops <pad> and </s> from the text.
+`precision` is one that train_loop/precision.py chose for the device: 'bf16' runs the forward passes under bf16
+autocast, as training and validation do; the default 'fp32' keeps the model's own dtype.
 
 `generate` also counts each summary's length in tokens as the Hugging Face summarisation example does for its
 `gen_len` (the generated ids that are not padding: the decoder's start token is <pad> and is not counted, the
@@ -15,6 +17,8 @@ from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
+
+from train_loop.precision import autocast
 
 
 class Generated(NamedTuple):
@@ -30,14 +34,16 @@ def mean_length(lengths: list[int]) -> float:
 
 
 def generate_summaries(model, tokenizer, prompts: list[str], batch_size: int = 8, max_new_tokens: int = 200,
-                       device=None, max_input_tokens: int = 512, progress: bool = True, num_beams: int = 1) -> list[str]:
+                       device=None, max_input_tokens: int = 512, progress: bool = True,
+                       precision: str = "fp32", num_beams: int = 1) -> list[str]:
     """The summaries alone (see `generate`)."""
     return generate(model, tokenizer, prompts, batch_size, max_new_tokens, device, max_input_tokens, progress,
-                    num_beams).texts
+                    precision, num_beams).texts
 
 
 def generate(model, tokenizer, prompts: list[str], batch_size: int = 8, max_new_tokens: int = 200, device=None,
-             max_input_tokens: int = 512, progress: bool = True, num_beams: int = 1) -> Generated:
+             max_input_tokens: int = 512, progress: bool = True, precision: str = "fp32",
+             num_beams: int = 1) -> Generated:
     """Summarise every prompt; `num_beams` 1 is greedy decoding, more is beam search over that many beams."""
     if num_beams <= 0:
         raise ValueError(f"--num-beams must be 1 (greedy) or more (beam search), got {num_beams}")
@@ -53,7 +59,7 @@ def generate(model, tokenizer, prompts: list[str], batch_size: int = 8, max_new_
     model.eval()
     summaries: list[str] = [""] * len(prompts)
     lengths: list[int] = [0] * len(prompts)
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(precision, device):
         for batch in tqdm(batches, desc="generating", unit="batch", disable=not progress):
             enc = tokenizer([prompts[i] for i in batch], padding=True, truncation=True,
                             max_length=max_input_tokens, return_tensors="pt").to(device)  # (B, T_in)

@@ -21,6 +21,8 @@ from prompting.generate import generate, mean_length
 from prompting.model import (build_random_init, check_model_folder, count_parameters, load_pretrained,
                              load_tokenizer, resolve_device)
 from prompting.prompts import build_prompts
+from train_loop.machine import describe_machine
+from train_loop.precision import choose_precision
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +40,9 @@ def run(args) -> dict:
                          "use --split validation or test")
     if shots and shots > len(train):
         raise ValueError(f"--shots {shots}: only {len(train)} train dialogues are available to draw shots from")
-    out = prepare_output_dir(args.output_dir or Path("runs") / args.mode, overwrite=args.overwrite)
     device = resolve_device(args.device)
+    precision, precision_reason = choose_precision(args.precision, device)
+    out = prepare_output_dir(args.output_dir or Path("runs") / args.mode, overwrite=args.overwrite)
 
     model, tokenizer = load_model_and_tokenizer(args.model, args.random_init, args.seed)
     adapter_info = {}
@@ -48,6 +51,8 @@ def run(args) -> dict:
 
         adapter_info = apply_adapter(model, args.adapter, base_model=args.model)
     model.to(device)
+    log.info("%s with %s on %s, %s; %s; writing to %s", args.mode, args.model, device, describe_machine(device),
+             precision_reason, out)
     prompt_set = build_prompts(examples, tokenizer, shots=shots, train=train, seed=args.seed,
                                max_tokens=args.max_input_tokens)
 
@@ -57,12 +62,13 @@ def run(args) -> dict:
     num_beams = getattr(args, "num_beams", 1)
     generated = generate(model, tokenizer, prompt_set.prompts, batch_size=args.batch_size,
                          max_new_tokens=args.max_new_tokens, device=device, max_input_tokens=args.max_input_tokens,
-                         num_beams=num_beams)
+                         precision=precision, num_beams=num_beams)
     seconds = time.perf_counter() - start
 
     info = {
         "model": str(args.model), "mode": args.mode, "random_init": bool(args.random_init), "data": str(args.data),
-        "split": args.split, "seed": args.seed, "device": str(device), "batch_size": args.batch_size,
+        "split": args.split, "seed": args.seed, "device": str(device), "machine": describe_machine(device),
+        "precision": precision, "precision_reason": precision_reason, "batch_size": args.batch_size,
         "max_new_tokens": args.max_new_tokens, "max_input_tokens": args.max_input_tokens, "num_beams": num_beams,
         "gen_len": mean_length(generated.lengths), **adapter_info,
         "trainable_params": 0, "total_params": count_parameters(model)[1], "train_seconds": 0.0,

@@ -17,7 +17,7 @@ from tests.conftest import DATA_DIR, SMALL_DIR, tiny_t5_config
 # flan-t5-small's architecture with random weights, a few dialogues, short summaries: seconds, not minutes.
 COMMON = ["--model", str(SMALL_DIR), "--random-init", "--data", str(DATA_DIR), "--split", "validation",
           "--max-eval-samples", "4", "--batch-size", "4", "--max-input-tokens", "64", "--max-new-tokens", "12",
-          "--device", "cpu"]
+          "--device", "cpu", "--precision", "fp32"]
 
 
 def predictions(folder) -> list[str]:
@@ -38,7 +38,7 @@ def test_zero_shot_with_the_saved_adapter_writes_the_training_runs_predictions(t
     # lr 3e-3 for 2 steps moves B far enough from 0 that the summaries differ from the base model's.
     assert run.main(["--mode", "lora", *COMMON, "--max-train-samples", "8", "--max-val-samples", "4",
                      "--max-steps", "2", "--max-target-tokens", "16", "--lr", "0.003", "--lora-r", "4",
-                     "--precision", "fp32", "--output-dir", str(lora_run)]) == 0
+                     "--output-dir", str(lora_run)]) == 0
     assert run.main(["--mode", "zero-shot", *COMMON, "--adapter", str(lora_run / "adapter"),
                      "--output-dir", str(reused)]) == 0
     assert predictions(reused) == predictions(lora_run)  # greedy decoding: the same text, dialogue by dialogue

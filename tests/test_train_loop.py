@@ -118,7 +118,7 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     assert all(torch.isfinite(p).all() for p in model.parameters())  # the NaN step never reached the weights
 
 
-def test_impossible_settings_are_refused_with_the_flag_named():
+def test_impossible_settings_are_refused_with_the_flag_named(monkeypatch):
     with pytest.raises(ValueError, match="--lr -0.1"):
         OptimConfig(lr=-0.1)
     with pytest.raises(ValueError, match="--grad-accum 0"):
@@ -127,6 +127,7 @@ def test_impossible_settings_are_refused_with_the_flag_named():
         TrainConfig(optim=OptimConfig(lr=1e-3), max_steps=0)
     with pytest.raises(ValueError, match="fp16 needs a CUDA GPU"):
         resolve_precision("fp16", CPU)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)  # a CPU with native bf16 (fake)
     assert resolve_precision("auto", CPU) == "bf16"
 
 

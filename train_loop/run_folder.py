@@ -76,5 +76,9 @@ def save_model(args, model, tokenizer, out: Path) -> int:
         return folder_bytes(out / "model")
     from lora.checkpoint import save_adapter
 
-    save_adapter(model, out / "adapter", base_model_name_or_path=args.model)
+    # peft loads the base model from this name: a hub id as given, a local folder as an absolute path (a relative
+    # one would point elsewhere as soon as the adapter is loaded from another working directory)
+    local = Path(args.model).expanduser()
+    base = str(local.resolve()) if local.exists() else args.model
+    save_adapter(model, out / "adapter", base_model_name_or_path=base)
     return folder_bytes(out / "adapter")

@@ -27,7 +27,7 @@ from train_loop.distributed import Parallel
 from train_loop.log import CURVE_FILE, LOG_FILE, plot_loss_curve
 from train_loop.loop import TrainConfig, train
 from train_loop.optim import OptimConfig
-from train_loop.precision import resolve_precision
+from train_loop.precision import choose_precision
 from train_loop.run_folder import check_disk_space, prepare_folder, save_model
 
 
@@ -153,7 +153,7 @@ def stopped_message(args, parallel: Parallel, err: BaseException) -> str:
 def train_and_evaluate(args, parallel: Parallel, device: torch.device) -> dict:
     from prompting.model import count_parameters
 
-    precision = resolve_precision(args.precision, device)
+    precision, precision_reason = choose_precision(args.precision, device)
     out = parallel.run_on_main(lambda: prepare_folder(args, parallel))
 
     model, tokenizer = build_model(args)
@@ -165,9 +165,9 @@ def train_and_evaluate(args, parallel: Parallel, device: torch.device) -> dict:
     if parallel.main:
         shares = f" on {parallel.world_size} processes ({args.batch_size // parallel.world_size} each)"
         print(f"{args.mode} fine-tuning of {args.model}: {trainable:,} of {total:,} parameters trainable; "
-              f"lr {lr:g}{'' if args.lr else ' (default)'}, {precision}, batch {args.batch_size} x {args.grad_accum}"
+              f"lr {lr:g}{'' if args.lr else ' (default)'}, batch {args.batch_size} x {args.grad_accum}"
               f"{shares if parallel.distributed else ''}{', FSDP' if parallel.fsdp else ''}, {device.type}; "
-              f"writing to {out}")
+              f"{precision_reason}; writing to {out}")
 
     _, batches_for_epoch = encoded_batches(args, tokenizer, "train", args.max_train_samples, parallel)
     _, val_batches_for_epoch = encoded_batches(args, tokenizer, "validation", args.max_val_samples, parallel)
@@ -191,6 +191,7 @@ def train_and_evaluate(args, parallel: Parallel, device: torch.device) -> dict:
     return evaluate_and_finish(args, model, tokenizer, out, device, result, {
         "train_seconds": round(result.progress.train_seconds, 1), "trainable_params": trainable,
         "total_params": total, "peak_memory_mb": round(result.peak_memory_mb, 1), "artifact_bytes": artifact_bytes,
+        "precision_reason": precision_reason,
     }, lr, precision, parallel)
 
 
@@ -204,6 +205,7 @@ def evaluate_and_finish(args, model, tokenizer, out: Path, device, result, sizes
     from prompting.dialogsum import load_split
     from prompting.generate import generate, mean_length
     from prompting.prompts import build_prompts
+    from train_loop.machine import describe_machine
 
     examples = load_split(args.data, args.split, max_samples=args.max_eval_samples, seed=args.seed)
     # The zero-shot prompt the model was trained on, cut inside the template as in training (train_loop/tokenize.py)
@@ -212,11 +214,12 @@ def evaluate_and_finish(args, model, tokenizer, out: Path, device, result, sizes
     num_beams = getattr(args, "num_beams", 1)
     mine = generate(model, tokenizer, parallel.share(prompts), batch_size=args.batch_size // parallel.world_size,
                     max_new_tokens=args.max_new_tokens, device=device, max_input_tokens=args.max_input_tokens,
-                    progress=parallel.main, num_beams=num_beams)
+                    progress=parallel.main, precision=precision, num_beams=num_beams)
     predictions, lengths = parallel.gather_shares(mine.texts), parallel.gather_shares(mine.lengths)
     p = result.progress
     info = {"mode": args.mode, "model": args.model, "random_init": args.random_init, "data": args.data,
-            "split": args.split, "device": device.type, "precision": precision, "lr": lr,
+            "split": args.split, "device": device.type, "machine": describe_machine(device), "precision": precision,
+            "lr": lr,
             "batch_size": args.batch_size, "grad_accum": args.grad_accum, "processes": parallel.world_size,
             "fsdp": parallel.fsdp, "steps": p.step,
             "final_train_loss": p.losses[-1] if p.losses else None, "best_val_loss": p.best_val_loss,
