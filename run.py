@@ -14,9 +14,11 @@ bad flag, and a process that lost another one (train_loop/distributed.PeerLost) 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
+from pathlib import Path
 
 PROMPT_MODES = ("zero-shot", "one-shot", "few-shot")
 TRAIN_MODES = ("full", "lora")
@@ -172,6 +174,22 @@ def use_local_cache_if_offline(args: argparse.Namespace) -> None:
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
+@contextlib.contextmanager
+def no_empty_folder_left(folder: Path):
+    """A run that fails before it writes anything leaves no empty run folder behind. The folders this run creates
+    (`folder` and any missing parents) are removed again on failure when nothing was written into them; `os.rmdir`
+    removes only empty folders, and a folder that existed before is never touched."""
+    created = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
+    try:
+        yield
+    except BaseException:
+        if created and os.environ.get("RANK", "0") == "0":  # under torchrun rank 0 owns the folder
+            for path, _, _ in os.walk(created[-1], topdown=False):  # children before their parents
+                with contextlib.suppress(OSError):  # not empty: this run wrote something there, keep it
+                    os.rmdir(path)
+        raise
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     show_project_logs()
@@ -183,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         use_local_cache_if_offline(args)
-        line = summary(dispatch(args))
+        with no_empty_folder_left(Path(args.output_dir or Path("runs") / args.mode)):
+            line = summary(dispatch(args))
     except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
         return fail(f"error: {err}", 2)
     except KeyboardInterrupt:

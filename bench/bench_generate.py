@@ -1,6 +1,6 @@
 """Summarising throughput: ours (prompting/generate.py) against transformers' pipeline and the seeds' loop.
 
-    python bench/bench_generate.py --model ../shared/models/flan-t5-small --data ../shared/data/dialogsum \
+    python bench/bench_generate.py --model path/to/flan-t5-small --data path/to/dialogsum \
         --examples 500 --batch-size 8 --new-tokens 32 --loop-examples 48
 
 (The defaults, 96 dialogues and 16 for the loop, take about 4 minutes on 2 busy CPU cores; the line above, 15.)

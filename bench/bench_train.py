@@ -1,7 +1,7 @@
 """Training throughput and peak memory: our loop against Seq2SeqTrainer, full and LoRA; and how close to the
 machine's limit our training runs.
 
-    python bench/bench_train.py --model ../shared/models/flan-t5-small --data ../shared/data/dialogsum \
+    python bench/bench_train.py --model path/to/flan-t5-small --data path/to/dialogsum \
         --batch-size 8 --steps 30 --repeats 2
 
 The work: the first steps x batch examples of a seeded shuffle of DialogSum train (zero-shot prompt -> first

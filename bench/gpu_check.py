@@ -1,6 +1,6 @@
 """Every CUDA path of the project in one command, offline, in a few minutes on one GPU (budget: 8 minutes on an H200).
 
-    python bench/gpu_check.py --models-dir ../shared/models --data ../shared/data/dialogsum
+    python bench/gpu_check.py --models-dir path/to/models --data path/to/dialogsum
     python bench/gpu_check.py --device cpu --tiny     # the same sections as a smoke run on a CPU, narrow models
 
 The models are the flan-t5-small and flan-t5-base architectures from `--models-dir` (default: $SHARED_DIR/models,

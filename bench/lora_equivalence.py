@@ -3,7 +3,7 @@
     python bench/lora_equivalence.py
 
 Relative difference = max |ours - reference| / max |reference|, over all logits or all A/B gradients.
-Models: the tiny test T5 and flan-t5-small's architecture (random weights, FACTS.md: no pretrained weights here).
+Models: the tiny test T5 and flan-t5-small's architecture (random weights: no weights are downloaded).
 The tests (tests/test_lora_peft.py, tests/test_lora_inject.py) assert these stay below 1e-9 (float64) and
 1e-5 (float32); this script shows how far below.
 """

@@ -1,6 +1,6 @@
 """Where summarising time goes: ours (prompting/generate.py), transformers' pipeline and the seeds' loop, measured.
 
-    python bench/profile_generate.py --model ../shared/models/flan-t5-small --examples 64 --loop-examples 8
+    python bench/profile_generate.py --model path/to/flan-t5-small --examples 64 --loop-examples 8
 
 Same work as bench/bench_generate.py (zero-shot prompts of the first `--examples` DialogSum test dialogues,
 random weights, in `--precision` (auto: bf16 only where the CPU computes it natively), exactly `--new-tokens` greedy tokens each, one torch thread; the loop on `--loop-examples`

@@ -19,7 +19,7 @@ from prompting.dialogsum import load_split
 from prompting.model import build_random_init, load_tokenizer
 from prompting.templates import zero_shot_prompt
 
-LORA = dict(r=32, alpha=32, dropout=0.05)  # the seeds' LoRA settings (FACTS.md), on q and v
+LORA = dict(r=32, alpha=32, dropout=0.05)  # the course lab's LoRA settings (docs/NOTES.md), on q and v
 LR = {"full": 1e-4, "lora": 1e-3}
 WEIGHT_DECAY, MAX_GRAD_NORM = 0.01, 1.0
 

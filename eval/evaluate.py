@@ -1,6 +1,6 @@
 """Corpus ROUGE: score every prediction against its references, then take exact means (and, if asked, a CI).
 
-Two choices differ from Hugging Face `evaluate`'s "rouge", and both are deliberate (see ../shared/FACTS.md):
+Two choices differ from Hugging Face `evaluate`'s "rouge", and both are deliberate (docs/NOTES.md, "ROUGE"):
 
 * the corpus score is the exact mean of the per-example F-measures, not the median of 1,000 unseeded bootstrap
   resamples; a confidence interval is optional and comes from a seeded generator, so it repeats;

@@ -2,9 +2,9 @@
 
 Which layers? Hu et al. 2021 (arXiv:2106.09685, sections 4.2 and 7.1) adapt only the attention projections and
 find that W_q and W_v together work best for a fixed budget; the seeds do the same on FLAN-T5 (targets "q", "v").
-T5 names them `...SelfAttention.q`, `...EncDecAttention.v` and so on (FACTS.md), so a target is matched against
-the *last* component of a module's name, exactly: "v" must never match `relative_attention_bias`, which a
-substring test would.
+T5 names them `...SelfAttention.q`, `...EncDecAttention.v` and so on (transformers' `modeling_t5.py`), so a target
+is matched against the *last* component of a module's name, exactly: "v" must never match
+`relative_attention_bias`, which a substring test would.
 
 Everything is checked before the model is touched, so a failing call leaves the model as it was.
 """

@@ -2,7 +2,7 @@
 
 DialogSum (Chen et al. 2021, https://github.com/cylnlp/dialogsum) has 12,460 train, 500 validation ("dev") and
 500 test dialogues. Train and validation carry one human summary each, test carries three. The sources disagree
-on how they store that (../shared/FACTS.md, "What lives in this folder"):
+on how they store that (docs/NOTES.md, "DialogSum"):
 
 * the official release: `dialogsum.{train,dev,test}.jsonl`, test lines with `summary1..3` and `topic1..3`;
 * the hub copy `knkarthick/dialogsum`: columns `id, dialogue, summary, topic`, and a test split of 1,500 rows,
@@ -47,6 +47,8 @@ def load_split(source: str, split: str, max_samples: int | None = None, seed: in
     if max_samples is not None and max_samples <= 0:
         raise ValueError(f"max_samples must be a positive number of dialogues, got {max_samples}")
     examples = load_local(Path(source), split) if looks_local(source) else load_hub(source, split)
+    if not examples:  # a zero-row hub split; an empty local file is caught in load_local, with its name
+        raise ValueError(f"split {split!r} of {source} holds no dialogues; check --data")
     if max_samples is None or max_samples >= len(examples):
         return examples
     if split != "train":
@@ -71,7 +73,7 @@ def load_hub(name: str, split: str) -> list[Example]:
     except ConnectionError as err:  # offline: datasets raises ConnectionError ("Couldn't reach ... on the Hub")
         raise ValueError(
             f"cannot reach the Hugging Face hub for {name!r} (this machine is offline?); "
-            "pass a local folder with --data, e.g. --data ../shared/data/dialogsum"
+            "pass a local folder with --data (one holding dialogsum.{train,dev,test}.jsonl)"
         ) from err
     except (OSError, ValueError) as err:  # unknown dataset, unknown split, ...
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -126,7 +128,25 @@ def example_from_row(row: dict, where: str) -> Example:
 def load_local(folder: Path, split: str) -> list[Example]:
     path = split_file(folder, split)
     rows = read_jsonl(path) if path.suffix == ".jsonl" else read_csv(path)
-    return group_references(rows)
+    try:
+        examples = group_references(rows)
+    except UnicodeDecodeError as err:  # the reader decodes in blocks: find the line from the byte offset
+        raise ValueError(f"{path}:{bad_utf8_line(path)}: not valid UTF-8 text ({err.reason}, byte "
+                         f"0x{err.object[err.start]:02x}); save the file as UTF-8") from err
+    if not examples:
+        raise ValueError(f"{path} is empty: no dialogues for split {split!r}; restore the file or point --data "
+                         "at another folder")
+    return examples
+
+
+def bad_utf8_line(path: Path) -> int:
+    """The 1-based line of the first byte in `path` that is not UTF-8."""
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return raw.count(b"\n", 0, err.start) + 1
+    return 0
 
 
 def split_file(folder: Path, split: str) -> Path:

@@ -3,7 +3,7 @@
 A batch is padded to its longest prompt, so batching prompts in the order given wastes work on padding. We sort
 by token length (longest first, so an out-of-memory error shows up in the first batch, not the last), generate,
 and put the summaries back in the order of the prompts. Greedy decoding (`do_sample=False`, one beam) is what the
-course uses (../shared/FACTS.md, "Generation"); `skip_special_tokens=True` drops <pad> and </s> from the text.
+course uses (docs/NOTES.md, "Prompts and generation"); `skip_special_tokens=True` drops <pad> and </s> from the text.
 `precision` is one that train_loop/precision.py chose for the device: 'bf16' runs the forward passes under bf16
 autocast, as training and validation do; the default 'fp32' keeps the model's own dtype.
 

@@ -7,7 +7,7 @@ Two paths, side by side:
 * `build_random_init(config_folder)`: what tests and benchmarks run where no weights can be downloaded. The
   architecture comes from the folder's `config.json`; every weight is random.
 
-The trap this file exists for (see ../shared/FACTS.md, "FLAN-T5 in transformers 5.x"): FLAN-T5 has an `lm_head`
+The trap this file exists for (docs/NOTES.md, "FLAN-T5 in transformers"): FLAN-T5 has an `lm_head`
 of its own, *not* tied to the input embedding `shared`, but transformers 5.x's `T5Config` forces
 `tie_word_embeddings=True`. A model built from the config alone therefore ties the head to `shared` and has
 60,511,616 parameters (flan-t5-small) instead of 76,961,152. We keep the embedding ties that T5 really has
@@ -64,15 +64,22 @@ def load_pretrained(name_or_folder: str | os.PathLike, dtype: torch.dtype = torc
 def build_random_init(config_folder: str | os.PathLike, seed: int = 0, dtype: torch.dtype = torch.float32):
     """FLAN-T5's architecture from `config_folder/config.json`, random weights, an untied `lm_head`.
 
-    flan-t5-small gives 76,961,152 parameters; flan-t5-base 247,577,856 (FACTS.md).
+    flan-t5-small gives 76,961,152 parameters; flan-t5-base 247,577,856, as the released checkpoints.
     """
     from transformers import T5Config
 
     folder = Path(config_folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"model folder {folder} has no config.json")
+    try:
+        raw = json.loads((folder / "config.json").read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{folder / 'config.json'}:{err.lineno}: not valid JSON ({err.msg})") from err
+    if raw.get("model_type", "t5") != "t5":  # T5Config would build a T5 from it anyway, and fail much later
+        raise ValueError(f"{folder / 'config.json'} describes a {raw['model_type']!r} model; --random-init builds "
+                         "T5 models (FLAN-T5): pass a FLAN-T5 folder")
     config = T5Config.from_pretrained(str(folder))
-    wants_untied_head = json.loads((folder / "config.json").read_text()).get("tie_word_embeddings") is False
+    wants_untied_head = raw.get("tie_word_embeddings") is False
     return build_from_config(config, seed=seed, dtype=dtype, untied_head=wants_untied_head)
 
 
@@ -125,5 +132,5 @@ def hub_is_reachable(timeout: float = 3.0) -> bool:
 
 
 def looks_like_hub_id(name: str) -> bool:
-    """`google/flan-t5-base` is a hub id; `../shared/models/flan-t5-small` or an existing folder is not."""
+    """`google/flan-t5-base` is a hub id; `./models/flan-t5-small` or an existing folder is not."""
     return not Path(name).exists() and not str(name).startswith((".", "/", "~"))

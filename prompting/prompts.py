@@ -1,8 +1,9 @@
 """Zero-, one- and few-shot prompts that fit the model's input budget, counted with the real tokenizer.
 
-FLAN-T5 reads at most 512 tokens (../shared/FACTS.md). The course notebook builds a few-shot prompt from three
-dialogues plus the target and lets the tokenizer cut the end off, which removes the target's question, the one
-part the model must see. Here every prompt is assembled, counted and, when too long, cut in this order:
+FLAN-T5 reads at most 512 tokens (T5 was trained on 512-token inputs, Raffel et al. 2020, arXiv:1910.10683).
+The course notebook builds a few-shot prompt from three dialogues plus the target and lets the tokenizer cut
+the end off, which removes the target's question, the one part the model must see. Here every prompt is
+assembled, counted and, when too long, cut in this order:
 
 1. drop shots, longest first, while even cutting the longest shot down to `MIN_SHOT_DIALOGUE_TOKENS` would not fit;
 2. then cut the dialogue of the longest remaining shot (its summary stays whole: it is the example's answer);

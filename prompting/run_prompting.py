@@ -116,8 +116,13 @@ def load_model_and_tokenizer(name: str, random_init: bool, seed: int):
         if Path(name).exists() or name.startswith((".", "/", "~")):
             raise
         raise hub_error(name) from err
-    except OSError as err:  # transformers: "We couldn't connect to 'https://huggingface.co' ..."
-        raise hub_error(name) from err
+    except (OSError, ValueError) as err:
+        if Path(name).exists():  # a local folder with a broken file (config.json that is not JSON, say)
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ValueError(f"model folder {name} cannot be loaded: {first}") from err
+        if isinstance(err, ValueError):
+            raise
+        raise hub_error(name) from err  # transformers: "We couldn't connect to 'https://huggingface.co' ..."
     if random_init:
         log.warning("--random-init: %s has random weights; its summaries are meaningless (fine for smoke runs "
                     "and speed measurements)", name)

@@ -1,4 +1,5 @@
-"""The two prompt templates of the course notebook (../shared/FACTS.md, "Prompts"), as plain functions.
+"""The two prompt templates of the course notebook (DeepLearning.AI's "Generative AI with LLMs" labs;
+docs/NOTES.md, "Prompts"), as plain functions.
 
 * `zero_shot_prompt`: an instruction, the dialogue, and "Summary: ". Fine-tuning uses it too, so a fine-tuned model
   is asked exactly what it was trained on.

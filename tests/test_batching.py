@@ -21,7 +21,7 @@ def train_encoded(tokenizer):
 
 def test_full_train_truncation_counts_match_the_known_figures(tokenizer, train_encoded):
     assert len(train_encoded) == 12_460
-    assert train_encoded.truncated_inputs == 260  # ../shared/FACTS.md: 260 dialogues exceed 512 with the prompt
+    assert train_encoded.truncated_inputs == 260  # 260 dialogues exceed 512 with the prompt
     assert max(train_encoded.input_lengths) == 512 and max(train_encoded.label_lengths) == 128
     at_cap = [i for i, n in enumerate(train_encoded.label_lengths) if n == 128]
     summaries = [ex.references[0] for ex in load_split(str(DATA_DIR), "train")]
@@ -63,7 +63,7 @@ def test_length_grouped_batches_waste_little_on_padding(train_encoded):
     everything_to_max = 1 - (sum(inputs) + sum(labels)) / (len(inputs) * (512 + 128))
     in_file_order = padding_fraction([list(range(i, min(i + 8, len(inputs)))) for i in range(0, len(inputs), 8)],
                                      inputs, labels)
-    assert grouped < 0.10 < in_file_order and 0.55 < everything_to_max < 0.60  # FACTS.md: 58%
+    assert grouped < 0.10 < in_file_order and 0.55 < everything_to_max < 0.60  # 58%, as docs/NOTES.md says
 
 
 def test_batches_are_deterministic_differ_by_epoch_and_cover_each_example_once(train_encoded):

@@ -30,7 +30,7 @@ def n_tokens(tokenizer, texts):
     return [len(ids) for ids in tokenizer(texts, verbose=False).input_ids]
 
 
-def test_templates_are_the_course_notebooks():  # the text of ../shared/FACTS.md, "Prompts"
+def test_templates_are_the_course_notebooks():  # the course notebook's text (docs/NOTES.md, "Prompts")
     assert zero_shot_prompt("D") == "Summarize the following conversation.\n\nD\n\nSummary: "
     assert flan_dialogue_prompt([("A", "S")], "D") == (
         "\nDialogue:\n\nA\n\nWhat was going on?\nS\n\n\n" "\nDialogue:\n\nD\n\nWhat was going on?\n")

@@ -31,7 +31,7 @@ def test_each_prompting_mode_writes_its_run_folder(tmp_path, caplog, mode, shots
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert (metrics["mode"], metrics["examples"], metrics["trainable_params"]) == (mode, 4, 0)
-    assert metrics["total_params"] == 76_961_152  # flan-t5-small with its own lm_head (FACTS.md)
+    assert metrics["total_params"] == 76_961_152  # flan-t5-small with its own lm_head (docs/NOTES.md)
     assert metrics["train_seconds"] == 0 and metrics["artifact_bytes"] == 0
     assert metrics["peak_memory_mb"] > 0 and metrics["generation_seconds"] > 0
     stats = metrics["prompt_stats"]

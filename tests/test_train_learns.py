@@ -2,7 +2,7 @@
 lower validation loss on held-out dialogues, in full and in LoRA mode.
 
 The model is flan-t5-small's configuration (vocabulary, gated-GELU, relative attention, untied head) narrowed
-to d_model 128 and 2+2 blocks, with random weights (no pretrained weights can be had here, FACTS.md): small
+to d_model 128 and 2+2 blocks, with random weights (the tests never download weights): small
 enough for CI on 2 cores, and the 32,128-way output layer is the real one. Inputs are cut to 128 tokens.
 """
 import json

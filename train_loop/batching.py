@@ -1,7 +1,7 @@
 """Batches of similar length, padded only as far as each batch needs.
 
 Padding every example to 512 input and 128 target tokens, as the course notebook does, makes 58% of all tokens
-on DialogSum train padding (../shared/FACTS.md): more than half the compute multiplies zeros. Two fixes:
+on DialogSum train padding (tests/test_batching.py): more than half the compute multiplies zeros. Two fixes:
 
 * dynamic padding (`collate`): pad each batch to its own longest example;
 * length grouping (`length_grouped_batches`): put examples of similar length together. Sorting the whole set

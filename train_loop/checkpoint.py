@@ -12,14 +12,19 @@ A checkpoint is one file, `checkpoints/step-00000040.pt`, holding everything the
 
 Atomic: the file is written as `*.pt.tmp`, flushed to the disk (fsync), then renamed over its final name with
 `os.replace`, which POSIX makes atomic. A process killed mid-write (even `kill -9`) leaves at worst a `.tmp`
-file that `latest_checkpoint` ignores; every `step-*.pt` is complete. Older checkpoints are deleted only after the
-new one is in place.
+file that `latest_checkpoint` ignores; every `step-*.pt` is complete. The two newest checkpoints are kept (older
+ones are deleted once the new one is in place), so a damaged newest one still leaves one to resume from.
+
+A file can still be damaged after it was written (a truncated copy, a full disk, a bad sector): each checkpoint has
+a sidecar `step-00000040.pt.sha256` with the SHA-256 of its bytes, in `sha256sum`'s format (`sha256sum -c` checks it
+by hand), written before the checkpoint is renamed into place. checkpoint_check.py uses it on --resume.
 
 Several processes (torchrun) write the same file through dist_checkpoint.py: rank 0 writes, every process helps
 gather the weights, and the RNG entry holds one state per process.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import re
@@ -31,15 +36,40 @@ from torch import nn
 CHECKPOINT_DIR = "checkpoints"
 BEST_FILE = "best.pt"
 NAME = re.compile(r"^step-(\d{8})\.pt$")
+KEEP = 2  # checkpoints kept: the newest, and the one --resume falls back to when the newest is damaged
 
 
-def save_atomic(obj, path: Path) -> None:
-    """torch.save to `path` so that a reader sees the old file or the whole new one, never half of it."""
+class HashingWriter:
+    """A file that also feeds every byte written to SHA-256: the checksum costs no second read of the file."""
+
+    def __init__(self, f):
+        self.f, self.sha256 = f, hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def save_atomic(obj, path: Path, with_checksum: bool = False) -> None:
+    """torch.save to `path` so that a reader sees the old file or the whole new one, never half of it; with
+    `with_checksum`, the SHA-256 of the bytes goes to `checksum_path(path)` before `path` appears."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        torch.save(obj, f)
+        writer = HashingWriter(f)
+        torch.save(obj, writer)
         f.flush()
         os.fsync(f.fileno())
+    if with_checksum:
+        sidecar = checksum_path(path)
+        sidecar.with_name(sidecar.name + ".tmp").write_text(f"{writer.sha256.hexdigest()}  {path.name}\n")
+        os.replace(sidecar.with_name(sidecar.name + ".tmp"), sidecar)
     os.replace(tmp, path)
     dir_fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
     try:
@@ -95,13 +125,17 @@ def save_checkpoint(folder: Path, model, optimizer, scheduler, scaler, progress:
 
 
 def write_checkpoint(folder: Path, state: dict) -> Path:
-    """`state` (as `save_checkpoint` builds it) to `checkpoints/step-*.pt`; older checkpoints go after it is in place."""
+    """`state` (as `save_checkpoint` builds it) to `checkpoints/step-*.pt`; once it is in place, the checkpoints
+    older than the newest KEEP go, with their checksums, and so do half-written `.tmp` files."""
     path = checkpoint_path(folder, state["progress"]["step"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_atomic(state, path)
-    for old in path.parent.iterdir():
-        if old != path and (NAME.match(old.name) or old.name.startswith("step-") and old.name.endswith(".tmp")):
-            old.unlink()
+    save_atomic(state, path, with_checksum=True)
+    complete = sorted((int(m.group(1)), p) for p in path.parent.iterdir() if (m := NAME.match(p.name)))
+    for _, old in complete[:-KEEP]:
+        old.unlink()
+        checksum_path(old).unlink(missing_ok=True)
+    for old in path.parent.glob("step-*.tmp"):
+        old.unlink()
     return path
 
 
@@ -121,9 +155,17 @@ def read_fingerprint(path: Path) -> dict:
 
 def read_checkpoint(path: Path, fingerprint: dict) -> dict:
     """The whole checkpoint, after checking that it belongs to this run."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError) as err:  # a damaged file (checkpoint_check.py finds these first)
+        raise ValueError(f"--resume: checkpoint {path} cannot be read ({first_line(err)}); "
+                         f"it is damaged") from err
     check_fingerprint(state["fingerprint"], fingerprint, path)
     return state
+
+
+def first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler, scaler, fingerprint: dict) -> dict:

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from train_loop import checkpoint as ckpt
+from train_loop.checkpoint_check import resumable_checkpoint
 from train_loop.distributed import Parallel
 
 
@@ -27,7 +28,7 @@ def prepare_folder(args, parallel: Parallel = Parallel()) -> Path:
         (out / ".write_test").unlink()
     except OSError as err:
         raise PermissionError(f"--output-dir {out} is not writable ({err.strerror}); choose another folder") from err
-    latest = ckpt.latest_checkpoint(out)
+    latest = resumable_checkpoint(out) if args.resume else ckpt.latest_checkpoint(out)  # skips damaged ones
     if args.resume and latest is None:
         raise ValueError(f"--resume: {out}/{ckpt.CHECKPOINT_DIR} holds no checkpoint; run without --resume")
     if args.resume:
@@ -55,9 +56,9 @@ def processes(count: int, fsdp: bool) -> str:
 
 
 def check_disk_space(out: Path, trainable: int, total: int, mode: str) -> None:
-    """Fail before training, not at the first checkpoint: fp32 weights + two AdamW moments, twice (old and new
-    checkpoint during a save), the best weights, and the final model (full) or adapter (LoRA)."""
-    need = 4 * (3 * trainable * 2 + trainable + (total if mode == "full" else trainable))
+    """Fail before training, not at the first checkpoint: fp32 weights + two AdamW moments, three times (the two
+    kept checkpoints and the new one during a save), the best weights, and the final model (full) or adapter (LoRA)."""
+    need = 4 * (3 * trainable * (ckpt.KEEP + 1) + trainable + (total if mode == "full" else trainable))
     free = shutil.disk_usage(out).free
     if free < need:
         raise ValueError(f"--output-dir {out}: {free / 2**20:,.0f} MiB free, this run needs about "

@@ -5,7 +5,7 @@ The wiring only; each piece lives in its own file: the model (prompting/model.py
 summaries (prompting/generate.py) and the scores (eval/results.py). Every bad flag is rejected before anything
 slow starts; the other folders are imported where they are used.
 
-Default learning rates follow the seeds (FACTS.md): LoRA 1e-3; full fine-tuning 1e-4 for small models
+Default learning rates follow the course labs (docs/NOTES.md): LoRA 1e-3; full fine-tuning 1e-4 for small models
 (d_model <= 512, flan-t5-small) and 1e-5 for base and larger. The model saved and evaluated at the end is the one
 with the lowest validation loss (the Trainer's `load_best_model_at_end=True`).
 
@@ -86,6 +86,10 @@ def encoded_batches(args, tokenizer, split: str, max_samples, parallel: Parallel
     from train_loop.tokenize import encode_for_training
 
     examples = load_split(args.data, split, max_samples=max_samples, seed=args.seed)
+    if len(examples) < parallel.world_size:  # a batch with fewer examples than processes is left out (batching.py)
+        flag = "--max-train-samples" if split == "train" else "--max-val-samples"
+        raise ValueError(f"{flag} {max_samples}: {len(examples)} {split} dialogue(s) make no batch for "
+                         f"{parallel.world_size} processes; use at least {parallel.world_size}")
     enc = encode_for_training(examples, tokenizer, max_input_tokens=args.max_input_tokens,
                               max_target_tokens=args.max_target_tokens)
     lengths = [len(ids) for ids in enc.input_ids]

@@ -2,11 +2,12 @@
 
 The input is the zero-shot prompt (prompting/templates.py), so the fine-tuned model is asked at test time exactly
 what it learnt to answer. 260 of the 12,460 training dialogues do not fit 512 tokens with the prompt
-(../shared/FACTS.md). Cutting the token ids at 512, as the course notebook does, cuts off "Summary:" too; here the
-dialogue is cut inside the template (prompting/prompts.py, `fit_target`) so the question survives.
+(tests/test_batching.py). Cutting the token ids at 512, as the course notebook does, cuts off "Summary:" too;
+here the dialogue is cut inside the template (prompting/prompts.py, `fit_target`) so the question survives.
 
 Nothing is padded here: padding belongs to the batch (train_loop/batching.py, `collate`), where labels are padded
-with -100, the index the loss ignores. Padding labels with 0 teaches the model to emit <pad> (FACTS.md, "Labels").
+with -100, the index the loss ignores (`CrossEntropyLoss`'s `ignore_index`). Padding labels with 0 teaches the
+model to emit <pad>.
 """
 from __future__ import annotations
 
