@@ -22,7 +22,16 @@ PRINTED = {
 
 
 @pytest.fixture(scope="module")
-def course_run(tmp_path_factory):
+def course_file():
+    """The course's file, or a failure that says where it was looked for (never a skip: CI must notice)."""
+    if not COURSE_FILE.is_file():
+        pytest.fail(f"the course's results file is not at {COURSE_FILE}: set SHARED_DIR to a folder holding "
+                    "data/course/dialogue-summary-training-results.csv beside data/dialogsum", pytrace=False)
+    return COURSE_FILE
+
+
+@pytest.fixture(scope="module")
+def course_run(tmp_path_factory, course_file):
     out = tmp_path_factory.mktemp("course")
     argv = ["--mode", "score", "--predictions", str(COURSE_FILE), "--prediction-column", *PRINTED,
             "--reference-column", REFERENCE, "--group-by", "row", "--no-lsum-sentences", "--output-dir", str(out)]
@@ -70,7 +79,7 @@ def test_the_command_prints_both_tables_and_writes_the_report(course_run, capsys
     assert "| instruct_model_summaries | instruct_model_summaries | 42.14 [" in compared
 
 
-def test_multi_reference_grouping_of_the_course_file_gives_500_dialogues():
+def test_multi_reference_grouping_of_the_course_file_gives_500_dialogues(course_file):
     for column in PRINTED:
         items = read_items(COURSE_FILE, column, REFERENCE, group_by="dialogue")
         assert len(items) == 500 and all(len(item.references) == 3 for item in items)
@@ -78,7 +87,7 @@ def test_multi_reference_grouping_of_the_course_file_gives_500_dialogues():
         assert flat == [row.references[0] for row in read_items(COURSE_FILE, column, REFERENCE, group_by="row")]
 
 
-def test_the_ways_are_seeded_and_differ_as_the_docstrings_say():
+def test_the_ways_are_seeded_and_differ_as_the_docstrings_say(course_file):
     rows = read_items(COURSE_FILE, "peft_model_summaries", REFERENCE, group_by="row")[:300]
     dialogues = read_items(COURSE_FILE, "peft_model_summaries", REFERENCE, group_by="dialogue")[:100]
     ways = {way["way"]: way for way in several_ways(rows, dialogues)}
