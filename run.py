@@ -6,15 +6,17 @@
     python run.py --mode score --predictions FILE ...  # ROUGE for predictions any tool wrote (CSV or JSONL)
     torchrun --nproc_per_node N run.py --mode full|lora  # the same training on N processes (GPUs, machines)
 
-This file only reads the command line and hands it to the module that does the work. Library code raises
-ValueError / FileNotFoundError with a message that names the problem; this is the one place that turns such an
-error into a single line on stderr and exit code 2. Under torchrun only rank 0 prints: every process meets the same
-bad flag, and a process that lost another one (train_loop/distributed.PeerLost) leaves the explanation to rank 0.
+This file only reads the command line and hands it to the runner of the mode (modes/), which builds the
+configuration and calls the library (lora/, train_loop/, prompting/, eval/). Library code raises ValueError /
+FileNotFoundError with a message that names the problem; this is the one place that turns such an error into a
+single line on stderr and exit code 2. Under torchrun only rank 0 prints: every process meets the same bad flag,
+and a process that lost another one (train_loop/distributed.PeerLost) leaves the explanation to rank 0.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import logging
 import os
 import sys
@@ -23,6 +25,9 @@ from pathlib import Path
 PROMPT_MODES = ("zero-shot", "one-shot", "few-shot")
 TRAIN_MODES = ("full", "lora")
 MODES = PROMPT_MODES + TRAIN_MODES + ("compare", "score")
+CPU_KERNELS_DEFAULT = True  # decided by a side-by-side measurement: README, "Speed"
+RUNNERS = {**{mode: "modes.prompt" for mode in PROMPT_MODES}, **{mode: "modes.train" for mode in TRAIN_MODES},
+           "compare": "modes.compare", "score": "modes.score"}  # each module has run(args) -> dict or a path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--fsdp", action="store_true",
                    help="under torchrun: shard the model, gradients and optimiser state over the processes "
                         "(FSDP2, one unit per T5 block) instead of a whole copy on each")
+    g.add_argument("--cpu-kernels", action=argparse.BooleanOptionalAction, default=CPU_KERNELS_DEFAULT,
+                   help="training on CPU: faster dropout, attention and GELU kernels and kept freed memory "
+                        "(train_loop/cpu_speed.py); the same formulas, other dropout masks")
     g.add_argument("--output-dir", default=None, help="where results go (default: runs/<mode>)")
     g.add_argument("--overwrite", action="store_true", help="allow writing into a run folder that has results")
 
@@ -128,15 +136,7 @@ def dispatch(args: argparse.Namespace):
                          f"with several")
     if args.fsdp and args.mode not in TRAIN_MODES:
         raise ValueError("--fsdp shards training: use it with --mode full|lora")
-    if args.mode in PROMPT_MODES:
-        from prompting.run_prompting import run
-    elif args.mode in TRAIN_MODES:
-        from train_loop.run_training import run
-    elif args.mode == "score":
-        from modes.score import run
-    else:
-        from eval.compare import run
-    return run(args)
+    return importlib.import_module(RUNNERS[args.mode]).run(args)
 
 
 def summary(result) -> str:
@@ -157,7 +157,7 @@ def show_project_logs() -> None:
     stderr of this call (replacing the handler of an earlier call, whose stream may be gone)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    for package in ("lora", "prompting", "train_loop", "eval"):
+    for package in ("lora", "prompting", "train_loop", "eval", "modes"):
         logger = logging.getLogger(package)
         logger.handlers = [handler]
         logger.setLevel(logging.INFO)
@@ -166,10 +166,10 @@ def show_project_logs() -> None:
 def use_local_cache_if_offline(args: argparse.Namespace) -> None:
     """Hub ids and no network: let the libraries answer from their cache at once instead of retrying for a minute.
     Set before transformers/datasets are imported, which read these variables once."""
-    from prompting.model import hub_is_reachable, looks_like_hub_id
+    from prompting.model import hub_is_reachable, is_local
 
     names = [args.model, args.data] if args.mode != "score" and (args.mode != "compare" or not args.runs) else []
-    if any(looks_like_hub_id(str(n)) for n in names) and not hub_is_reachable():
+    if any(not is_local(n) for n in names) and not hub_is_reachable():
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 

@@ -1,4 +1,4 @@
-"""Dropout on CPU: torch's `F.dropout` against train_loop/cpu_kernels.py, forward and backward, on T5's shapes.
+"""Dropout on CPU: torch's `F.dropout` against train_loop/cpu_speed.py, forward and backward, on T5's shapes.
 
     python bench/bench_dropout.py
 
@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from train_loop.cpu_kernels import fast_dropout  # noqa: E402
+from train_loop.cpu_speed import fast_dropout  # noqa: E402
 from train_loop.machine import describe_machine  # noqa: E402
 
 SHAPES = [(8, 300, 512), (8, 300, 1024), (8, 6, 300, 300)]

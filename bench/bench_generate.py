@@ -49,7 +49,7 @@ from bench import generate_sides as sides  # noqa: E402
 from lora.inject import add_lora, lora_layers, merge_lora  # noqa: E402
 from prompting.dialogsum import load_split  # noqa: E402
 from prompting.model import build_random_init, load_tokenizer  # noqa: E402
-from prompting.templates import zero_shot_prompt  # noqa: E402
+from prompting.prompts import zero_shot_prompt  # noqa: E402
 from train_loop.machine import describe_machine  # noqa: E402
 from train_loop.precision import autocast, choose_precision  # noqa: E402
 

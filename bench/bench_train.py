@@ -11,8 +11,7 @@ and v), weight decay 0.01, clipping at 1.0, linear decay without warmup, one epo
 
 Sides, each in a fresh process one after the other (bench/train_sides.py), so that each one's peak memory is its own:
 * ours: train_loop.loop.train as `run.py` drives it, in `--precision` (default auto: bf16 autocast only where
-  the device computes bf16 natively, train_loop/precision.py), with train_loop/cpu_kernels.py and
-  train_loop/cpu_memory.py on CPU;
+  the device computes bf16 natively, train_loop/precision.py), with train_loop/cpu_speed.py on CPU;
 * trainer-best: Seq2SeqTrainer (+ peft) with dynamic padding, `group_by_length`, in the same precision as ours;
 * seeds: Seq2SeqTrainer, fp32, everything padded to 512/128 (the course notebooks). It is slow, so it runs
   `--seeds-steps` steps on the first examples of the same shuffle.

@@ -6,10 +6,11 @@
 Both run `run.py` itself: one process as `python run.py`, two as `torchrun --standalone --nproc_per_node 2 run.py`
 (gloo on the CPU). `equivalence` compares what tests/test_distributed.py asserts on (logged losses and gradient
 norms, saved weights), with LoRA and full fine-tuning, DDP and `--fsdp`, global batch 8 (4 per process) and
-accumulation 2, fp32 and no dropout. `throughput` reads tokens/s from each run's metrics.json (real tokens over the
-whole training time, validation and checkpoints included) and the median of the per-step figures in
-train_log.jsonl, for one process with one thread, two processes with one thread each, and one process with two
-threads (the fair comparison on a 2-core machine: the same cores, shared by threads instead of processes).
+accumulation 2, fp32 and no dropout: the test's settings, written out here (benchmarks do not import the tests).
+`throughput` reads tokens/s from each run's metrics.json (real tokens over the whole training time, validation and
+checkpoints included) and the median of the per-step figures in train_log.jsonl, for one process with one thread,
+two processes with one thread each, and one process with two threads (the fair comparison on a 2-core machine: the
+same cores, shared by threads instead of processes).
 """
 import json
 import os
@@ -22,15 +23,42 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from tests.conftest import DATA_DIR, SMALL_DIR  # noqa: E402
-from tests.test_distributed import NARROW, flags, losses, max_difference, weights  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+
+from train_loop.log import LOG_FILE, read_log  # noqa: E402
 from train_loop.machine import describe_machine  # noqa: E402
 
+SMALL_DIR = REPO.parent / "shared" / "models" / "flan-t5-small"
+DATA_DIR = REPO.parent / "shared" / "data" / "dialogsum"
+# flan-t5-small's tokenizer and config, narrowed (d_model 64, 1+1 blocks) and without dropout: only a dropout-free
+# run can equal the single-process one (N processes draw other masks than one).
+NARROW = dict(d_model=64, d_ff=128, num_heads=2, d_kv=32, num_layers=1, num_decoder_layers=1, dropout_rate=0.0)
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
 
 def sh(command: list[str], threads: int = 1) -> None:
     subprocess.run(command, cwd=REPO, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+
+
+def flags(model_dir, out, *extra):
+    """Global batch 8 (4 per process), accumulation 2: 4 steps over 2 epochs of 32 dialogues, a checkpoint every 2."""
+    return ["--model", str(model_dir), "--random-init", "--data", str(DATA_DIR), "--max-train-samples", "32",
+            "--max-val-samples", "8", "--max-eval-samples", "6", "--max-steps", "4", "--batch-size", "8",
+            "--grad-accum", "2", "--max-input-tokens", "64", "--max-target-tokens", "24", "--max-new-tokens", "4",
+            "--save-every", "2", "--precision", "fp32", "--device", "cpu", "--output-dir", str(out), *extra]
+
+
+def losses(folder, key="loss") -> list[float]:
+    return [r[key] for r in read_log(folder / LOG_FILE) if key in r]
+
+
+def weights(folder) -> dict:
+    name = "adapter/adapter_model.safetensors" if (folder / "adapter").is_dir() else "model/model.safetensors"
+    return load_file(folder / name)
+
+
+def max_difference(a: dict, b: dict) -> float:
+    return max((a[k] - b[k]).abs().max().item() for k in a)
 
 
 def equivalence(root: Path) -> None:
@@ -43,12 +71,10 @@ def equivalence(root: Path) -> None:
     def argv(mode: str, name: str, *extra: str) -> list[str]:
         return ["--mode", mode, *flags(model_dir, root / name, *(("--lora-dropout", "0") if mode == "lora" else ()), *extra)]
 
-    commands = []
     for mode in ("lora", "full"):
         sh([sys.executable, "run.py", *argv(mode, f"one-{mode}")])
-        commands += [{"argv": argv(mode, f"ddp-{mode}")}, {"argv": argv(mode, f"fsdp-{mode}", "--fsdp")}]
-    (root / "commands.json").write_text(json.dumps(commands))
-    sh([*TORCHRUN, "tests/dist_worker.py", str(root / "commands.json")])
+        sh([*TORCHRUN, "run.py", *argv(mode, f"ddp-{mode}")])
+        sh([*TORCHRUN, "run.py", *argv(mode, f"fsdp-{mode}", "--fsdp")])
     print("two processes against one (4 steps, batch 8 = 4 + 4, accumulation 2, fp32, no dropout):")
     print("run        | max |loss diff| | max rel. grad-norm diff | max |weight diff|")
     for mode in ("lora", "full"):

@@ -32,7 +32,6 @@ import time
 import traceback
 import warnings
 from pathlib import Path
-from types import SimpleNamespace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers is imported: never wait on the network
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -171,11 +170,13 @@ class StopAt(list):
 def resume(cfg) -> None:
     from prompting.model import build_random_init, load_tokenizer
     from train_loop.loop import TrainConfig, train
+    from prompting.dialogsum import load_split
+    from train_loop.data import batches_by_epoch
     from train_loop.optim import OptimConfig
-    from train_loop.run_training import encoded_batches
 
-    ns = SimpleNamespace(data=cfg.data, seed=42, batch_size=4, max_input_tokens=256, max_target_tokens=64)
-    _, batches = encoded_batches(ns, load_tokenizer(cfg.small), "train", 32)
+    examples = load_split(cfg.data, "train", max_samples=32, seed=42)
+    batches = batches_by_epoch(examples, load_tokenizer(cfg.small), 4, seed=42, max_input_tokens=256,
+                               max_target_tokens=64)
     config = TrainConfig(optim=OptimConfig(lr=1e-4), max_steps=6, save_every=2, precision=cfg.precision,
                          progress_bar=False)
 
@@ -205,7 +206,7 @@ def generation(cfg) -> None:
     from bench import generate_sides as sides
     from prompting.dialogsum import load_split
     from prompting.model import build_random_init, load_tokenizer
-    from prompting.templates import zero_shot_prompt
+    from prompting.prompts import zero_shot_prompt
     from train_loop.precision import autocast
 
     count, new, batch = (8, 4, 4) if cfg.tiny else (128, 32, 16)
@@ -229,7 +230,6 @@ def generation(cfg) -> None:
 
 def throughput(cfg) -> None:
     from bench import train_sides
-    from train_loop import loop
 
     steps, warmup, batch = (3, 1, 2) if cfg.tiny else (cfg.steps, 3, 8)
     for model in (cfg.small, cfg.base):
@@ -241,12 +241,8 @@ def throughput(cfg) -> None:
                     torch.cuda.empty_cache()
                     torch.cuda.reset_peak_memory_stats()
                 common = dict(mode=mode, steps=steps, batch_size=batch, warmup=warmup, seed=42, precision=cfg.precision)
-                log_class = loop.TrainLog  # run_ours swaps in a clocked log; put the library's back after
-                try:
-                    r = (train_sides.run_ours(str(model), cfg.data, count_flops=False, **common) if side == "ours"
-                         else train_sides.run_theirs(str(model), cfg.data, recipe="best", **common))
-                finally:
-                    loop.TrainLog = log_class
+                r = (train_sides.run_ours(str(model), cfg.data, count_flops=False, **common) if side == "ours"
+                     else train_sides.run_theirs(str(model), cfg.data, recipe="best", **common))
                 rates[side] = r["real_tokens"] / r["seconds"]
                 peaks[(mode, side)] = r["peak_memory_mb"]
                 print(f"   {model.name} {mode:<4} {side:<12} {r['precision']}: {rates[side]:>9,.0f} real tokens/s, "

@@ -3,7 +3,7 @@
     python bench/lora_equivalence.py
 
 Relative difference = max |ours - reference| / max |reference|, over all logits or all A/B gradients.
-Models: the tiny test T5 and flan-t5-small's architecture (random weights: no weights are downloaded).
+Models: a tiny T5 and flan-t5-small's architecture (random weights: no weights are downloaded).
 The tests (tests/test_lora_peft.py, tests/test_lora_inject.py) assert these stay below 1e-9 (float64) and
 1e-5 (float32); this script shows how far below.
 """
@@ -18,8 +18,18 @@ from peft import LoraConfig, get_peft_model  # noqa: E402
 
 from lora.inject import add_lora, lora_layers, merge_lora, unmerge_lora  # noqa: E402
 from prompting.model import build_from_config, build_random_init  # noqa: E402
-from tests.conftest import SMALL_DIR, tiny_t5_config  # noqa: E402
 from train_loop.machine import describe_machine  # noqa: E402
+
+SMALL_DIR = Path(__file__).resolve().parents[2] / "shared" / "models" / "flan-t5-small"
+
+
+def tiny_t5_config():
+    """A T5 small enough for exact float64 checks (the tests build the same one)."""
+    from transformers import T5Config
+
+    return T5Config(vocab_size=128, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
+                    relative_attention_num_buckets=8, relative_attention_max_distance=16, dropout_rate=0.0,
+                    feed_forward_proj="gated-gelu", decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
 
 
 def rel(a, b):

@@ -9,7 +9,8 @@ steps again and prints the operators by self CPU time and the shares of matrix p
 dropout masks and the optimiser.
 
 `--variant` picks how dropout and attention run: `sdpa` (transformers' default: SDPA attention, `nn.Dropout`),
-`eager` (transformers' eager attention, `nn.Dropout`) or `ours` (train_loop/cpu_kernels.py: what run.py uses on CPU).
+`eager` (transformers' eager attention, `nn.Dropout`) or `ours` (train_loop/cpu_speed.py: what run.py --cpu-kernels
+uses on CPU).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import resource
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
+from dataclasses import asdict, replace
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -26,7 +27,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from bench.train_sides import LORA, LR, MAX_GRAD_NORM, WEIGHT_DECAY  # noqa: E402
+from bench.train_sides import run_py_settings, work_examples  # noqa: E402
 
 
 def main() -> None:
@@ -39,51 +40,47 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--steps", type=int, default=3, help="timed, then profiled, steps (after 2 warm-up steps)")
     p.add_argument("--variant", choices=("sdpa", "eager", "ours"), default="ours", help="attention and dropout")
-    p.add_argument("--keep-freed-memory", choices=("on", "off"), default="on", help="train_loop/cpu_memory.py")
+    p.add_argument("--keep-freed-memory", choices=("on", "off"), default="on", help="train_loop/cpu_speed.keep_freed_memory")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rows", type=int, default=30, help="operators to list (0: time only, no profile)")
     p.add_argument("--seed", type=int, default=42)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.keep_freed_memory == "on":
-        from train_loop.cpu_memory import keep_freed_memory
+        from train_loop.cpu_speed import keep_freed_memory
 
         keep_freed_memory()
 
     from prompting.model import build_random_init, load_tokenizer
     from train_loop import loop
-    from train_loop.optim import OptimConfig
+    from train_loop.data import batches_by_epoch
     from train_loop.machine import describe_machine
     from train_loop.precision import choose_precision
-    from train_loop.run_training import encoded_batches
+    from train_loop.step import label_tokens
 
     precision, reason = choose_precision(args.precision, torch.device("cpu"))
     print(f"machine: {describe_machine('cpu')}\nprecision: {reason}")
-
+    lora, settings = run_py_settings(args.mode, args.model)
     model = build_random_init(args.model, seed=args.seed)
     torch.manual_seed(args.seed)
     if args.mode == "lora":
         from lora.inject import add_lora
 
-        add_lora(model, targets=("q", "v"), **LORA)
+        add_lora(model, **asdict(lora))
     if args.variant == "ours":
-        from train_loop.cpu_kernels import use_cpu_kernels
+        from train_loop.cpu_speed import use_cpu_kernels
 
         use_cpu_kernels(model, torch.device("cpu"))
     else:
         model.set_attn_implementation(args.variant)
-    ns = SimpleNamespace(data=args.data, seed=args.seed, batch_size=args.batch_size, max_input_tokens=512,
-                         max_target_tokens=128)
-    _, batches_for_epoch = encoded_batches(ns, load_tokenizer(args.model), "train", (args.steps + 2) * args.batch_size)
-    batches = batches_for_epoch(0)
-    config = loop.TrainConfig(optim=OptimConfig(lr=LR[args.mode], weight_decay=WEIGHT_DECAY), max_steps=2,
-                              max_grad_norm=MAX_GRAD_NORM, precision=precision, progress_bar=False)
+    examples = work_examples(args.data, (args.steps + 2) * args.batch_size, args.seed)
+    batches = batches_by_epoch(examples, load_tokenizer(args.model), args.batch_size, args.seed)(0)
+    config = replace(settings, max_steps=2, precision=precision, progress_bar=False)
     cpu = torch.device("cpu")
     loop.train(model, lambda epoch: batches[:2], config, cpu)  # warm-up: allocator, oneDNN kernels
-    config = loop.TrainConfig(optim=config.optim, max_steps=args.steps, max_grad_norm=MAX_GRAD_NORM,
-                              precision=precision, progress_bar=False)
+    config = replace(config, max_steps=args.steps)
     timed = batches[2:2 + args.steps]
-    tokens = sum(int(b["attention_mask"].sum() + (b["labels"] != -100).sum()) for b in timed)
+    tokens = sum(int(b["attention_mask"].sum()) + label_tokens(b) for b in timed)
     faults, start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
     loop.train(model, lambda epoch: timed, config, cpu)
     seconds = time.perf_counter() - start

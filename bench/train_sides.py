@@ -8,30 +8,35 @@ the process's peak memory (CUDA: `max_memory_allocated`; CPU: the peak resident 
 """
 from __future__ import annotations
 
-import resource
+import json
 import time
-from types import SimpleNamespace
+from dataclasses import replace
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from prompting.dialogsum import load_split
 from prompting.model import build_random_init, load_tokenizer
-from prompting.templates import zero_shot_prompt
-
-LORA = dict(r=32, alpha=32, dropout=0.05)  # the course lab's LoRA settings (docs/NOTES.md), on q and v
-LR = {"full": 1e-4, "lora": 1e-3}
-WEIGHT_DECAY, MAX_GRAD_NORM = 0.01, 1.0
+from prompting.prompts import zero_shot_prompt
+from train_loop.log import peak_memory_mb
 
 
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def peak_memory_mb() -> float:
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # Linux reports KiB
+def run_py_settings(mode: str, model_dir) -> tuple:
+    """(LoRAConfig, TrainConfig) exactly as `run.py --mode <mode>` builds them with its default flags, the
+    learning rate included (modes/train.py's default for this model's width)."""
+    import run
+    from modes.config import lora_config, train_config
+    from modes.train import default_lr
+
+    args = run.build_parser().parse_args(["--mode", mode])
+    config = train_config(args)
+    d_model = json.loads((Path(model_dir) / "config.json").read_text())["d_model"]
+    return lora_config(args), replace(config, optim=replace(config.optim, lr=default_lr(mode, d_model)))
 
 
 def work_examples(data: str, count: int, seed: int):
@@ -39,44 +44,45 @@ def work_examples(data: str, count: int, seed: int):
 
 
 def run_ours(model_dir, data, mode, steps, batch_size, warmup, seed, count_flops=True, precision="auto") -> dict:
-    """Our loop exactly as `run.py --mode full|lora` drives it (run_training.encoded_batches,
-    speed_up_on_cpu, loop.train), with no run folder. Step times come from the loop's own log records, taken as each is written.
-    `precision` is the requested one ('auto', 'fp32', 'bf16'), made concrete by train_loop/precision.py as run.py does."""
+    """Our loop as `run.py --mode full|lora` drives it (run.py's defaults, train_loop.data.batches_by_epoch,
+    cpu_speed.speed_up_on_cpu on CPU, loop.train), with no run folder. Step times come from the loop's `on_step`
+    hook, called as each step's record is written. `precision` is the requested one ('auto', 'fp32', 'bf16'),
+    made concrete by train_loop/precision.py as run.py does."""
+    from dataclasses import asdict
+
     from train_loop import loop
-    from train_loop.optim import OptimConfig
+    from train_loop.data import batches_by_epoch
     from train_loop.precision import choose_precision
-    from train_loop.run_training import encoded_batches, speed_up_on_cpu
 
     dev = device()
+    lora, config = run_py_settings(mode, model_dir)
     tokenizer = load_tokenizer(model_dir)
     model = build_random_init(model_dir, seed=seed)
     torch.manual_seed(seed)
     if mode == "lora":
         from lora.inject import add_lora
 
-        add_lora(model, targets=("q", "v"), **LORA)
-    speed_up_on_cpu(model, dev)
-    args = SimpleNamespace(data=data, seed=seed, batch_size=batch_size, max_input_tokens=512, max_target_tokens=128)
-    _, batches_for_epoch = encoded_batches(args, tokenizer, "train", steps * batch_size)
+        add_lora(model, **asdict(lora))
+    if dev.type == "cpu":
+        from train_loop.cpu_speed import speed_up_on_cpu
+
+        speed_up_on_cpu(model)
+    batches_for_epoch = batches_by_epoch(work_examples(data, steps * batch_size, seed), tokenizer, batch_size, seed)
     precision, _ = choose_precision(precision, dev)
-    config = loop.TrainConfig(optim=OptimConfig(lr=LR[mode], weight_decay=WEIGHT_DECAY), max_steps=steps,
-                              max_grad_norm=MAX_GRAD_NORM, precision=precision, progress_bar=False)
+    config = replace(config, max_steps=steps, precision=precision, progress_bar=False)
 
-    records = []  # (time the step's record was written, record)
+    records = []  # (time the step's record was written, CPU time, record)
 
-    class ClockedLog(loop.TrainLog):  # folder=None writes nothing; we only want the clock
-        def write(self, record):
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            records.append((time.perf_counter(), time.process_time(), record))
+    def clock(record):
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        records.append((time.perf_counter(), time.process_time(), record))
 
-    loop.TrainLog = ClockedLog
-    result = loop.train(model, batches_for_epoch, config, dev)
-    steps_done = [(t, cpu, r) for t, cpu, r in records if "loss" in r]
-    (start, cpu_start, _), (end, cpu_end, _) = steps_done[warmup - 1], steps_done[steps - 1]
-    tokens = sum(r["tokens"] for _, _, r in steps_done[warmup:steps])
+    result = loop.train(model, batches_for_epoch, config, dev, on_step=clock)
+    (start, cpu_start, _), (end, cpu_end, _) = records[warmup - 1], records[steps - 1]
+    tokens = sum(r["tokens"] for _, _, r in records[warmup:steps])
     out = {"losses": result.progress.losses, "seconds": end - start, "cpu_seconds": cpu_end - cpu_start,
-           "real_tokens": tokens, "precision": precision, "peak_memory_mb": peak_memory_mb()}
+           "real_tokens": tokens, "precision": precision, "peak_memory_mb": peak_memory_mb(dev)}
     if count_flops:
         out["flops"] = training_flops(model, batches_for_epoch(0)[warmup:steps], precision, dev)
     return out
@@ -84,8 +90,8 @@ def run_ours(model_dir, data, mode, steps, batch_size, warmup, seed, count_flops
 
 def training_flops(model, batches, precision, dev) -> int:
     """Matmul FLOPs of forward + backward on these batches, counted by torch's FlopCounterMode while running our
-    loss (train_loop.loop.token_loss_sum) on them: what the timed steps executed, padding included."""
-    from train_loop.loop import to_device, token_loss_sum
+    loss (train_loop.step.token_loss_sum) on them: what the timed steps executed, padding included."""
+    from train_loop.step import to_device, token_loss_sum
 
     counter = FlopCounterMode(display=False)
     with counter:
@@ -105,12 +111,13 @@ def run_theirs(model_dir, data, mode, recipe, steps, batch_size, warmup, seed, p
     examples = work_examples(data, steps * batch_size, seed)
     model = build_random_init(model_dir, seed=seed)
     torch.manual_seed(seed)
-    lora = {"lora_r": LORA["r"], "lora_alpha": LORA["alpha"], "lora_dropout": LORA["dropout"]}
+    settings, config = run_py_settings(mode, model_dir)
+    lora = {"lora_r": settings.r, "lora_alpha": settings.alpha, "lora_dropout": settings.dropout}
     out = run_trainer(model, load_tokenizer(model_dir), [zero_shot_prompt(e.dialogue) for e in examples],
                       [e.references[0] for e in examples], recipe=recipe, lora=mode == "lora", steps=steps,
-                      batch_size=batch_size, lr=LR[mode], warmup_steps_timed=warmup, seed=seed,
+                      batch_size=batch_size, lr=config.optim.lr, warmup_steps_timed=warmup, seed=seed,
                       precision=choose_precision(precision, device())[0], **lora)
-    out["peak_memory_mb"] = peak_memory_mb()
+    out["peak_memory_mb"] = peak_memory_mb(device())
     return out
 
 

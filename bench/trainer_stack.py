@@ -17,6 +17,8 @@ import time
 
 import torch
 
+from train_loop.data import IGNORE_INDEX  # -100, what the Trainer's collator pads labels with
+
 
 class _CountingCollator:
     """Wraps a collator and records the real (non-padding) tokens of every batch it builds, inputs plus labels."""
@@ -27,7 +29,7 @@ class _CountingCollator:
 
     def __call__(self, features):
         batch = self.inner(features)
-        real = int(batch["attention_mask"].sum()) + int((batch["labels"] != -100).sum())
+        real = int(batch["attention_mask"].sum()) + int((batch["labels"] != IGNORE_INDEX).sum())
         self.real_tokens.append(real)
         return batch
 
@@ -44,7 +46,7 @@ def run_trainer(model, tokenizer, prompts, summaries, *, recipe, lora, steps, ba
     enc = tokenizer(prompts, max_length=512, truncation=True, padding="max_length" if pad_all else False)
     tgt = tokenizer(text_target=summaries, max_length=128, truncation=True,
                     padding="max_length" if pad_all else False)
-    labels = [[t if t != tokenizer.pad_token_id else -100 for t in row] for row in tgt["input_ids"]]
+    labels = [[t if t != tokenizer.pad_token_id else IGNORE_INDEX for t in row] for row in tgt["input_ids"]]
     dataset = Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
                                  "labels": labels})
 
@@ -64,7 +66,7 @@ def run_trainer(model, tokenizer, prompts, summaries, *, recipe, lora, steps, ba
         bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not torch.cuda.is_available(), logging_steps=1, save_strategy="no",
         report_to=[], seed=seed, dataloader_num_workers=0, disable_tqdm=True, remove_unused_columns=False,
     )
-    collator = _CountingCollator(DataCollatorForSeq2Seq(tokenizer, model=None, label_pad_token_id=-100))
+    collator = _CountingCollator(DataCollatorForSeq2Seq(tokenizer, model=None, label_pad_token_id=IGNORE_INDEX))
 
     step_ends: list[float] = []
     step_cpu_ends: list[float] = []  # this process's CPU time: what contention from other jobs does not inflate

@@ -12,11 +12,24 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from torch import nn
 
 from lora.layer import LoRALinear, check_hyperparameters
-from prompting.model import count_parameters
+
+
+@dataclass(frozen=True)
+class LoRAConfig:
+    """`add_lora`'s settings as one value (run.py's --lora-* flags), checked when it is made."""
+    targets: tuple[str, ...] = ("q", "v")
+    r: int = 8
+    alpha: float = 16
+    dropout: float = 0.0
+    use_rslora: bool = False
+
+    def __post_init__(self):
+        check_hyperparameters(self.r, self.alpha, self.dropout)
 
 
 def lora_layers(model: nn.Module) -> list[tuple[str, LoRALinear]]:
@@ -132,7 +145,8 @@ def parameter_report(model: nn.Module) -> str:
         row = per_target.setdefault(name.rsplit(".", 1)[-1], [0, 0])
         row[0] += 1
         row[1] += layer.lora_A.numel() + layer.lora_B.numel()
-    trainable, total = count_parameters(model)
+    params = list(model.parameters())  # each shared tensor once
+    trainable, total = sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
     lines = [f"{'target':<10}{'layers':>8}{'LoRA params':>14}{'% of all':>10}"]
     for target, (n_layers, n_params) in per_target.items():
         lines.append(f"{target:<10}{n_layers:>8}{n_params:>14,}{100 * n_params / total:>10.3g}")

@@ -29,11 +29,11 @@ from torch import nn
 def check_hyperparameters(r, alpha, dropout) -> None:
     """Raise a ValueError naming the bad argument; called before anything in a model is changed."""
     if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
-        raise ValueError(f"LoRA rank r must be a positive integer, got r={r!r}")
+        raise ValueError(f"LoRA rank r must be a positive integer, got r={r!r} (--lora-r)")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
-        raise ValueError(f"LoRA alpha must be a positive number, got alpha={alpha!r}")
+        raise ValueError(f"LoRA alpha must be a positive number, got alpha={alpha!r} (--lora-alpha)")
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-        raise ValueError(f"LoRA dropout must be in [0, 1), got dropout={dropout!r}")
+        raise ValueError(f"LoRA dropout must be in [0, 1), got dropout={dropout!r} (--lora-dropout)")
 
 
 class LoRALinear(nn.Module):
@@ -54,7 +54,7 @@ class LoRALinear(nn.Module):
         # Hu et al. 2021 sec. 4.1: alpha / r; rsLoRA (Kalajdzievski 2023): alpha / sqrt(r).
         self.scaling = alpha / math.sqrt(r) if use_rslora else alpha / r
         # The probability is kept apart from the module: a CPU speed-up swaps nn.Dropout for another module
-        # (train_loop/cpu_kernels.py), and the adapter file must still record what was trained (lora/checkpoint.py).
+        # (train_loop/cpu_speed.py), and the adapter file must still record what was trained (lora/checkpoint.py).
         self.dropout_p = float(dropout)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         factory = dict(device=device if device is not None else base.weight.device,

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from prompting.model import is_local
+
 SPLITS = ("train", "validation", "test")
 OFFICIAL_FILES = {"train": "dialogsum.train.jsonl", "validation": "dialogsum.dev.jsonl", "test": "dialogsum.test.jsonl"}
 HUB_SUFFIXES = (".jsonl", ".csv")  # the hub's layout saved locally: train.jsonl, validation.csv, ...
@@ -46,7 +48,7 @@ def load_split(source: str, split: str, max_samples: int | None = None, seed: in
         raise ValueError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
     if max_samples is not None and max_samples <= 0:
         raise ValueError(f"max_samples must be a positive number of dialogues, got {max_samples}")
-    examples = load_local(Path(source), split) if looks_local(source) else load_hub(source, split)
+    examples = load_local(Path(source), split) if is_local(source) else load_hub(source, split)
     if not examples:  # a zero-row hub split; an empty local file is caught in load_local, with its name
         raise ValueError(f"split {split!r} of {source} holds no dialogues; check --data")
     if max_samples is None or max_samples >= len(examples):
@@ -56,11 +58,6 @@ def load_split(source: str, split: str, max_samples: int | None = None, seed: in
     order = list(range(len(examples)))
     random.Random(seed).shuffle(order)
     return [examples[i] for i in sorted(order[:max_samples])]
-
-
-def looks_local(source: str) -> bool:
-    """A hub id is `owner/name`; anything that exists on disk, or is spelt like a path, is a local folder."""
-    return Path(source).exists() or source.startswith((".", "/", "~")) or source.count("/") != 1
 
 
 # ---- the hub -----------------------------------------------------------------------------------------------------

@@ -4,8 +4,9 @@ A batch is padded to its longest prompt, so batching prompts in the order given 
 by token length (longest first, so an out-of-memory error shows up in the first batch, not the last), generate,
 and put the summaries back in the order of the prompts. Greedy decoding (`do_sample=False`, one beam) is what the
 course uses (docs/NOTES.md, "Prompts and generation"); `skip_special_tokens=True` drops <pad> and </s> from the text.
-`precision` is one that train_loop/precision.py chose for the device: 'bf16' runs the forward passes under bf16
-autocast, as training and validation do; the default 'fp32' keeps the model's own dtype.
+`precision` is one that train_loop/precision.py chose for the device: 'bf16' (or 'fp16') runs the forward passes
+under autocast, as training and validation do; the default 'fp32' keeps the model's own dtype. (The autocast
+context is written out here, not imported: prompting/ does not depend on train_loop/, which depends on it.)
 
 `generate` also counts each summary's length in tokens as the Hugging Face summarisation example does for its
 `gen_len` (the generated ids that are not padding: the decoder's start token is <pad> and is not counted, the
@@ -13,12 +14,13 @@ closing </s> is), so runs report how long their summaries are.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
 
-from train_loop.precision import autocast
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Generated(NamedTuple):
@@ -59,7 +61,8 @@ def generate(model, tokenizer, prompts: list[str], batch_size: int = 8, max_new_
     model.eval()
     summaries: list[str] = [""] * len(prompts)
     lengths: list[int] = [0] * len(prompts)
-    with torch.inference_mode(), autocast(precision, device):
+    autocast = nullcontext() if precision == "fp32" else torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])
+    with torch.inference_mode(), autocast:
         for batch in tqdm(batches, desc="generating", unit="batch", disable=not progress):
             enc = tokenizer([prompts[i] for i in batch], padding=True, truncation=True,
                             max_length=max_input_tokens, return_tensors="pt").to(device)  # (B, T_in)

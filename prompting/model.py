@@ -7,6 +7,9 @@ Two paths, side by side:
 * `build_random_init(config_folder)`: what tests and benchmarks run where no weights can be downloaded. The
   architecture comes from the folder's `config.json`; every weight is random.
 
+`load_model_and_tokenizer` picks one of them for run.py's `--model` / `--random-init`; `is_local` is the one rule
+for "is this name a folder or a hub id?".
+
 The trap this file exists for (docs/NOTES.md, "FLAN-T5 in transformers"): FLAN-T5 has an `lm_head`
 of its own, *not* tied to the input embedding `shared`, but transformers 5.x's `T5Config` forces
 `tie_word_embeddings=True`. A model built from the config alone therefore ties the head to `shared` and has
@@ -18,6 +21,7 @@ initialised `lm_head`. Independent matters: a head that is a clone of `shared` h
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -28,6 +32,52 @@ from torch import nn
 DEFAULT_MODEL = "google/flan-t5-base"
 
 TOKENIZER_FILES = ("tokenizer.json", "spiece.model")  # either one is enough for AutoTokenizer
+HUB_FILES = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+             "special_tokens_map.json", "spiece.model"]  # --random-init from the hub: everything but the weights
+
+log = logging.getLogger(__name__)
+
+
+def is_local(name: str | os.PathLike) -> bool:
+    """The one rule for --model and --data: a hub id is `owner/name` (`google/flan-t5-base`, `knkarthick/dialogsum`);
+    anything that exists on disk, is spelt like a path (`./x`, `/x`, `~/x`) or is not `owner/name` is a folder."""
+    name = str(name)
+    return Path(name).exists() or name.startswith((".", "/", "~")) or name.count("/") != 1
+
+
+def load_model_and_tokenizer(name: str, random_init: bool = False, seed: int = 0):
+    """The model and its tokenizer from a local folder or a hub id; offline hub errors become a clear ValueError."""
+    try:
+        if is_local(name):
+            folder = check_model_folder(name, need_weights=not random_init)
+        elif random_init:  # the config and tokenizer alone, without the weights
+            from huggingface_hub import snapshot_download
+
+            folder = snapshot_download(name, allow_patterns=HUB_FILES)
+        else:
+            folder = name
+        tokenizer = load_tokenizer(folder)
+        model = build_random_init(folder, seed=seed) if random_init else load_pretrained(folder)
+    except FileNotFoundError as err:
+        if is_local(name):
+            raise
+        raise hub_error(name) from err
+    except (OSError, ValueError) as err:
+        if Path(name).exists():  # a local folder with a broken file (config.json that is not JSON, say)
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ValueError(f"model folder {name} cannot be loaded: {first}") from err
+        if isinstance(err, ValueError):
+            raise
+        raise hub_error(name) from err  # transformers: "We couldn't connect to 'https://huggingface.co' ..."
+    if random_init:
+        log.warning("--random-init: %s has random weights; its summaries are meaningless (fine for smoke runs "
+                    "and speed measurements)", name)
+    return model, tokenizer
+
+
+def hub_error(name: str) -> ValueError:
+    return ValueError(f"cannot reach the Hugging Face hub for {name!r} (this machine is offline?); "
+                      "pass a local folder with --model")
 
 
 def check_model_folder(folder: str | os.PathLike, need_weights: bool) -> Path:
@@ -56,7 +106,7 @@ def load_pretrained(name_or_folder: str | os.PathLike, dtype: torch.dtype = torc
     """The real path: pretrained FLAN-T5 from the hub or a local folder."""
     from transformers import AutoModelForSeq2SeqLM
 
-    if Path(name_or_folder).exists():
+    if is_local(name_or_folder):
         check_model_folder(name_or_folder, need_weights=True)
     return AutoModelForSeq2SeqLM.from_pretrained(str(name_or_folder), dtype=dtype)
 
@@ -129,8 +179,3 @@ def hub_is_reachable(timeout: float = 3.0) -> bool:
         return True
     except OSError:
         return False
-
-
-def looks_like_hub_id(name: str) -> bool:
-    """`google/flan-t5-base` is a hub id; `./models/flan-t5-small` or an existing folder is not."""
-    return not Path(name).exists() and not str(name).startswith((".", "/", "~"))

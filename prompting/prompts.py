@@ -1,5 +1,12 @@
 """Zero-, one- and few-shot prompts that fit the model's input budget, counted with the real tokenizer.
 
+The two templates are the course notebook's (DeepLearning.AI's "Generative AI with LLMs" labs; docs/NOTES.md,
+"Prompts"): `zero_shot_prompt` (an instruction, the dialogue, "Summary: "; fine-tuning uses it too, so a
+fine-tuned model is asked exactly what it was trained on) and one of FLAN's own dialogue-summary templates,
+`flan_dialogue_prompt` ("What was going on?"), whose shots are solved examples. Newlines and repeated spaces do
+not survive T5's tokenizer (they collapse to one space): the line breaks are for the human reading the
+side-by-side tables, not for the model.
+
 FLAN-T5 reads at most 512 tokens (T5 was trained on 512-token inputs, Raffel et al. 2020, arXiv:1910.10683).
 The course notebook builds a few-shot prompt from three dialogues plus the target and lets the tokenizer cut
 the end off, which removes the target's question, the one part the model must see. Here every prompt is
@@ -21,7 +28,26 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from prompting.dialogsum import Example
-from prompting.templates import flan_dialogue_prompt, zero_shot_prompt
+
+
+def zero_shot_prompt(dialogue: str) -> str:
+    return f"Summarize the following conversation.\n\n{dialogue}\n\nSummary: "
+
+
+def flan_shot(dialogue: str, summary: str) -> str:
+    """A solved example: the dialogue, FLAN's question, the human summary."""
+    return f"\nDialogue:\n\n{dialogue}\n\nWhat was going on?\n{summary}\n\n\n"
+
+
+def flan_target(dialogue: str) -> str:
+    """The dialogue to summarise, ending where the model's summary should begin."""
+    return f"\nDialogue:\n\n{dialogue}\n\nWhat was going on?\n"
+
+
+def flan_dialogue_prompt(shots: Sequence[tuple[str, str]], dialogue: str) -> str:
+    """Shots as (dialogue, summary) pairs, then the target dialogue."""
+    return "".join(flan_shot(d, s) for d, s in shots) + flan_target(dialogue)
+
 
 # A shot cut shorter than this shows too little of a conversation for its summary to make sense: drop it instead.
 MIN_SHOT_DIALOGUE_TOKENS = 64

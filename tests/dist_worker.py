@@ -28,15 +28,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import run  # noqa: E402
-from train_loop import distributed, loop  # noqa: E402
+from train_loop import distributed, step  # noqa: E402
 
 RANK = int(os.environ["RANK"])
-real_apply_update, leave = loop.apply_update, distributed.stop
+real_apply_update, leave = step.apply_update, distributed.stop
 distributed.stop = lambda parallel: None
 
 
 def planted(command: dict):
-    """loop.apply_update with the command's fault or RNG draw planted in it."""
+    """step.apply_update with the command's fault or RNG draw planted in it."""
     die, calls = command.get("die"), [0]
 
     def apply_update(optimizer, scheduler, scaler):
@@ -52,7 +52,7 @@ def planted(command: dict):
 
 
 for command in json.loads(Path(sys.argv[1]).read_text()):
-    loop.apply_update = planted(command)
+    step.apply_update = planted(command)
     code = run.main(command["argv"])
     if code and not (code == 130 and "interrupt_in_step" in command):
         sys.exit(code)

@@ -1,8 +1,7 @@
 """The adapter a real `run.py --mode lora` saves on CPU records what was trained: every LoRA flag, even though
-the CPU speed-ups swap LoRA's nn.Dropout for another module (train_loop/cpu_kernels.py), and a base model peft can
+the CPU speed-ups swap LoRA's nn.Dropout for another module (train_loop/cpu_speed.py), and a base model peft can
 find again: the hub id as given, a local folder as an absolute path."""
 import json
-from types import SimpleNamespace
 
 import torch
 
@@ -10,7 +9,7 @@ import run
 from lora.inject import add_lora, lora_layers
 from tests.conftest import DATA_DIR, SMALL_DIR
 from tests.train_helpers import tiny_model
-from train_loop.cpu_kernels import use_cpu_kernels
+from train_loop.cpu_speed import use_cpu_kernels
 from train_loop.run_folder import save_model
 
 
@@ -41,8 +40,7 @@ def test_the_dropout_survives_the_cpu_swap_and_a_hub_id_is_kept_as_given(tmp_pat
     add_lora(model, targets=("q", "v"), r=2, alpha=4, dropout=0.05)
     assert use_cpu_kernels(model, torch.device("cpu"))["dropout"] > 0
     assert not any(isinstance(layer.dropout, torch.nn.Dropout) for _, layer in lora_layers(model))  # swapped
-    args = SimpleNamespace(mode="lora", model="google/flan-t5-small")
-    save_model(args, model, tokenizer=None, out=tmp_path)
+    save_model(model, None, tmp_path, mode="lora", base_model="google/flan-t5-small")
     config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert config["lora_dropout"] == 0.05
     assert config["base_model_name_or_path"] == "google/flan-t5-small"

@@ -4,8 +4,7 @@ import torch
 from transformers import AutoTokenizer
 
 from prompting.dialogsum import Example, load_split
-from train_loop.batching import collate, length_grouped_batches, padding_fraction
-from train_loop.tokenize import encode_for_training
+from train_loop.data import collate, encode_for_training, length_grouped_batches, padding_fraction
 from tests.conftest import DATA_DIR, SMALL_DIR
 
 
@@ -85,7 +84,7 @@ def test_each_rank_gets_a_disjoint_share_and_all_ranks_make_the_single_process_b
     for whole, a, b in zip(single, *shares):
         assert not set(a) & set(b) and sorted(a + b) == sorted(whole)
         assert len(a) == len(b) == len(whole) // 2
-    with pytest.raises(ValueError, match="does not split evenly over 3"):
+    with pytest.raises(ValueError, match="must split evenly over the 3 processes"):
         length_grouped_batches(lengths, 8, seed=3, epoch=0, rank=0, world_size=3)
 
 

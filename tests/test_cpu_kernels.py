@@ -1,4 +1,4 @@
-"""train_loop/cpu_kernels.py: the same dropout as nn.Dropout (keep rate, scaling, gradient), and a model whose
+"""train_loop/cpu_speed.py: the same dropout as nn.Dropout (keep rate, scaling, gradient), and a model whose
 dropout, attention and GELU were swapped computes what transformers' T5 computes."""
 import copy
 
@@ -9,8 +9,8 @@ from transformers.activations import NewGELUActivation
 
 from lora.inject import add_lora
 from tests.train_helpers import random_batches, tiny_model
-from train_loop.cpu_kernels import ATTENTION, FastDropout, fast_dropout, keep_mask, use_cpu_kernels
-from train_loop.loss import token_loss_sum
+from train_loop.cpu_speed import ATTENTION, FastDropout, fast_dropout, keep_mask, use_cpu_kernels
+from train_loop.step import token_loss_sum
 
 CPU = torch.device("cpu")
 

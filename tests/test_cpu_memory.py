@@ -1,4 +1,4 @@
-"""train_loop/cpu_memory.py: after keep_freed_memory, a large block comes from malloc's heap (reusable pages),
+"""train_loop/cpu_speed.py: after keep_freed_memory, a large block comes from malloc's heap (reusable pages),
 not from a fresh mmap the kernel must fault in page by page."""
 import subprocess
 import sys
@@ -11,7 +11,7 @@ from tests.conftest import REPO
 PROBE = textwrap.dedent("""
     import ctypes, ctypes.util
     import torch
-    from train_loop.cpu_memory import keep_freed_memory
+    from train_loop.cpu_speed import keep_freed_memory
 
     class MallInfo2(ctypes.Structure):  # glibc >= 2.33, malloc.h
         _fields_ = [(n, ctypes.c_size_t) for n in

@@ -229,15 +229,12 @@ def test_a_broken_model_folder_is_named_not_blamed_on_the_hub(tmp_path, capsys, 
 
 
 def test_a_split_too_small_for_the_processes_names_the_flag(tmp_path):
-    from types import SimpleNamespace
+    from modes.config import DataConfig
+    from modes.train import examples_for
 
-    from train_loop.distributed import Parallel
-    from train_loop.run_training import encoded_batches
-
-    args = SimpleNamespace(data=str(data_folder(tmp_path)), seed=0, max_input_tokens=64, max_target_tokens=16,
-                           batch_size=4)
+    data = DataConfig(str(data_folder(tmp_path)), seed=0, max_val_samples=1)
     with pytest.raises(ValueError, match=r"--max-val-samples 1: 1 validation dialogue\(s\) make no batch for 2 proc"):
-        encoded_batches(args, None, "validation", 1, Parallel(rank=0, world_size=2))
+        examples_for(data, "validation", processes=2)
 
 
 def test_a_second_damaged_checkpoint_of_the_same_step_does_not_replace_the_first(tmp_path):

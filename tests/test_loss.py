@@ -1,4 +1,4 @@
-"""The label-only loss (train_loop/loss.py) is the full-logits loss: same value, same gradient for every
+"""The label-only loss (train_loop/step.py) is the full-logits loss: same value, same gradient for every
 parameter, with and without the tied head's output scaling, with LoRA, and on flan-t5-small's architecture."""
 import pytest
 import torch
@@ -8,7 +8,7 @@ from lora.inject import add_lora
 from prompting.model import build_random_init
 from tests.conftest import SMALL_DIR
 from tests.train_helpers import random_batches, tiny_model
-from train_loop.loss import token_loss_sum
+from train_loop.step import token_loss_sum
 from train_loop.precision import autocast
 
 CPU = torch.device("cpu")

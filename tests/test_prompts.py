@@ -3,8 +3,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from prompting.dialogsum import Example, load_split
-from prompting.prompts import build_prompts
-from prompting.templates import flan_dialogue_prompt, flan_target, zero_shot_prompt
+from prompting.prompts import build_prompts, flan_dialogue_prompt, flan_target, zero_shot_prompt
 from tests.conftest import DATA_DIR, SMALL_DIR
 
 

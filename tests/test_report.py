@@ -1,4 +1,4 @@
-"""`run.py --mode compare`: the report from run folders (eval/compare.py, eval/report.py, eval/runs.py).
+"""`run.py --mode compare`: the report from run folders (modes/compare.py, eval/report.py, eval/runs.py).
 
 The run folders are written by eval/results.finish_run, as every mode writes them; the expected figures are read
 back from their metrics.json, never typed here.
@@ -14,7 +14,7 @@ import pytest
 from matplotlib import image
 
 import run as cli
-from eval.compare import run as compare
+from modes.compare import run as compare
 from eval.results import finish_run
 from eval.rouge import ROUGE_TYPES
 from tests.test_evaluate import Example  # stand-in for prompting.dialogsum.Example
@@ -110,7 +110,7 @@ def test_broken_metrics_name_the_file_and_the_problem(tmp_path, capsys, two_runs
 
 
 def stand_in_entry_point(calls):
-    """A stand-in for prompting.run_prompting / train_loop.run_training: records its args, writes a run."""
+    """A stand-in for modes.prompt / modes.train: records its args, writes a run."""
     def run(args):
         calls.append((args.mode, args.output_dir, args.shots))
         write_run(Path(args.output_dir), args.mode, ["Send memo.", "Station.", "Keys."], 1)
@@ -119,8 +119,8 @@ def stand_in_entry_point(calls):
 
 def test_the_study_runs_each_mode_into_its_own_folder_then_reports(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setitem(sys.modules, "prompting.run_prompting", stand_in_entry_point(calls))
-    monkeypatch.setitem(sys.modules, "train_loop.run_training", stand_in_entry_point(calls))
+    monkeypatch.setitem(sys.modules, "modes.prompt", stand_in_entry_point(calls))
+    monkeypatch.setitem(sys.modules, "modes.train", stand_in_entry_point(calls))
     args = cli.build_parser().parse_args(["--mode", "compare", "--output-dir", str(tmp_path), "--shots", "3"])
     report = compare(args).read_text()
     assert calls == [(mode, str(tmp_path / mode), None) for mode in ("zero-shot", "full", "lora")]

@@ -41,7 +41,7 @@ def fails(argv, capsys) -> str:
     (["--batch-size", "0"], "--batch-size 0: must be at least 1"),
     (["--grad-accum", "0"], "--grad-accum 0"),
     (["--max-steps", "0"], "--max-steps 0"),
-    (["--lora-dropout", "1.5"], "--lora-dropout 1.5"),
+    (["--lora-dropout", "1.5"], "dropout=1.5 (--lora-dropout)"),
     (["--merge"], "--merge merges a LoRA adapter"),
     (["--device", "cpu", "--precision", "fp16"], "fp16 needs a CUDA GPU"),
 ])
@@ -84,8 +84,8 @@ def test_too_little_disk_space_is_reported_before_training(tmp_path, capsys, mon
     assert not (tmp_path / "out" / "train_log.jsonl").exists()  # nothing started
 
 
-# --- End to end: wait on the merges of prompting/ (dialogsum, templates, generate), train_loop/tokenize.py,
-# --- train_loop/batching.py, eval/ (ROUGE in finish_run) and, for LoRA, lora/ (inject, checkpoint). ----------
+# --- End to end: prompting/ (dialogsum, prompts, generate), train_loop/data.py, eval/ (ROUGE in finish_run) and,
+# --- for LoRA, lora/ (inject, checkpoint). ----------------------------------------------------------------------
 
 def small_run(mode, model_dir, out, *extra):
     return ["--mode", mode, "--model", str(model_dir), "--random-init", "--data", str(DATA_DIR),

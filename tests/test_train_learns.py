@@ -20,7 +20,7 @@ PROMPT = "Summarize the following conversation.\n\n{}\n\nSummary: "  # the cours
 
 
 def encoded(tokenizer, file: str, count: int) -> list[tuple[list[int], list[int]]]:
-    """A few rows of the official jsonl, tokenised; stands in for prompting.dialogsum + train_loop.tokenize."""
+    """A few rows of the official jsonl, tokenised; stands in for prompting.dialogsum + train_loop.data."""
     with open(DATA_DIR / file) as f:
         rows = [json.loads(line) for line, _ in zip(f, range(count))]
     return [(tokenizer(PROMPT.format(r["dialogue"]), max_length=128, truncation=True).input_ids,

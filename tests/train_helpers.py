@@ -10,7 +10,7 @@ from train_loop.optim import OptimConfig
 
 
 def random_batches(count: int, batch_size: int = 3, vocab: int = 128, seed: int = 0) -> list[dict]:
-    """Padded batches shaped like train_loop.batching.collate's: rows of different lengths, so that micro-batches
+    """Padded batches shaped like train_loop.data.collate's: rows of different lengths, so that micro-batches
     hold different numbers of label tokens (that is what tells a per-token mean from a mean of means)."""
     g = torch.Generator().manual_seed(seed)
     batches = []

@@ -11,8 +11,7 @@ The file is checkpoint.py's (same keys, same atomic write, same fingerprint chec
 Only rank 0 touches the disk: on --resume it reads the file and `set_*_state_dict(broadcast_from_rank0=True)`
 sends every process its part, so the output folder need not be shared between machines. A checkpoint written by
 N processes resumes on N processes only (the fingerprint holds N): the data shares and the RNG states depend on it.
-Every function here is a collective: all processes call it at the same point. With one process they are
-checkpoint.py's functions.
+Every method here is a collective: all processes call it at the same point.
 """
 from __future__ import annotations
 
@@ -36,54 +35,54 @@ def trainable_weights(model) -> dict[str, torch.Tensor]:
     return {name: t for name, t in get_model_state_dict(model, options=GATHER).items() if name in names}
 
 
-def save_checkpoint(par: Parallel, folder: Path, model, optimizer, scheduler, scaler, progress: dict,
-                    fingerprint: dict) -> Path:
-    if not par.distributed:
-        return ckpt.save_checkpoint(folder, model, optimizer, scheduler, scaler, progress, fingerprint)
-    state = {"weights": trainable_weights(model), "optimizer": get_optimizer_state_dict(model, optimizer, options=GATHER),
-             "rng": par.gather(ckpt.rng_state())}
-    return par.run_on_main(lambda: ckpt.write_checkpoint(folder, {
-        **state, "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "progress": progress,
-        "fingerprint": fingerprint}))
+class Checkpoints:
+    """checkpoint.py's `latest_checkpoint`, `save_checkpoint`, `load_checkpoint`, `save_best` and `load_best`, with
+    the same arguments, for N processes: the loop calls these through `Parallel.checkpoints`."""
+
+    def __init__(self, par: Parallel):
+        self.par = par
+
+    def latest_checkpoint(self, folder: Path) -> Path | None:
+        return self.par.run_on_main(lambda: ckpt.latest_checkpoint(folder))
+
+    def save_checkpoint(self, folder: Path, model, optimizer, scheduler, scaler, progress: dict,
+                        fingerprint: dict) -> Path:
+        par = self.par
+        state = {"weights": trainable_weights(model),
+                 "optimizer": get_optimizer_state_dict(model, optimizer, options=GATHER), "rng": par.gather(ckpt.rng_state())}
+        return par.run_on_main(lambda: ckpt.write_checkpoint(folder, {
+            **state, "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "progress": progress,
+            "fingerprint": fingerprint}))
+
+    def load_checkpoint(self, path: Path, model, optimizer, scheduler, scaler, fingerprint: dict) -> dict:
+        """Restore the live objects of every process from rank 0's file; return the progress record."""
+        par, state = self.par, {}  # the whole checkpoint, on rank 0 only
+
+        def read() -> dict:  # rank 0; the small parts go to every process by pickle, the tensors below by broadcast
+            state.update(ckpt.read_checkpoint(path, fingerprint))
+            return {key: state[key] for key in ("scheduler", "scaler", "progress", "rng")}
+
+        small = par.run_on_main(read)
+        set_model_state_dict(model, state.get("weights", {}), options=SEND)
+        set_optimizer_state_dict(model, optimizer, state.get("optimizer", {}), options=SEND)
+        scheduler.load_state_dict(small["scheduler"])
+        scaler.load_state_dict(small["scaler"])
+        ckpt.set_rng_state(small["rng"][par.rank])
+        return small["progress"]
+
+    def save_best(self, folder: Path, model) -> None:
+        weights = trainable_weights(model)
+        self.par.run_on_main(lambda: ckpt.write_best(folder, weights))
+
+    def load_best(self, folder: Path, model) -> bool:
+        """Rank 0 reads the best weights and sends them to every process (a model that is not sharded)."""
+        path = ckpt.best_path(folder)
+        if not self.par.run_on_main(path.is_file):
+            return False
+        send_weights(model, torch.load(path, map_location="cpu", weights_only=True) if self.par.main else {})
+        return True
 
 
-def load_checkpoint(par: Parallel, path: Path, model, optimizer, scheduler, scaler, fingerprint: dict) -> dict:
-    """Restore the live objects of every process from rank 0's file; return the progress record."""
-    if not par.distributed:
-        return ckpt.load_checkpoint(path, model, optimizer, scheduler, scaler, fingerprint)
-    state = {}  # the whole checkpoint, on rank 0 only
-
-    def read() -> dict:  # rank 0; the small parts go to every process by pickle, the tensors below by broadcast
-        state.update(ckpt.read_checkpoint(path, fingerprint))
-        return {key: state[key] for key in ("scheduler", "scaler", "progress", "rng")}
-
-    small = par.run_on_main(read)
-    set_model_state_dict(model, state.get("weights", {}), options=SEND)
-    set_optimizer_state_dict(model, optimizer, state.get("optimizer", {}), options=SEND)
-    scheduler.load_state_dict(small["scheduler"])
-    scaler.load_state_dict(small["scaler"])
-    ckpt.set_rng_state(small["rng"][par.rank])
-    return small["progress"]
-
-
-def save_best(par: Parallel, folder: Path, model) -> None:
-    if not par.distributed:
-        return ckpt.save_best(folder, model)
-    weights = trainable_weights(model)
-    par.run_on_main(lambda: ckpt.write_best(folder, weights))
-
-
-def load_best(par: Parallel, folder: Path, model) -> bool:
-    """Rank 0 reads the best weights and sends them to every process (a model that is not sharded)."""
-    if not par.distributed:
-        return ckpt.load_best(folder, model)
-    path = ckpt.best_path(folder)
-    if not par.run_on_main(path.is_file):
-        return False
-    send_weights(par, model, torch.load(path, map_location="cpu", weights_only=True) if par.main else {})
-    return True
-
-
-def send_weights(par: Parallel, model, weights: dict[str, torch.Tensor]) -> None:
+def send_weights(model, weights: dict[str, torch.Tensor]) -> None:
     """Rank 0's `weights` (some of the model's, by name) into `model` on every process."""
     set_model_state_dict(model, weights, options=SEND)

@@ -5,12 +5,11 @@ Nothing here is a cluster layer of our own: it is the wiring between this projec
 * `torchrun --nproc_per_node N run.py ...` starts N copies of run.py and gives each the environment variables
   RANK (0..N-1 over all machines), LOCAL_RANK (0.. on its machine), WORLD_SIZE (N), MASTER_ADDR and MASTER_PORT.
   `start` reads them and joins the process group: gloo on CPU, NCCL on CUDA (one GPU per process,
-  cuda:LOCAL_RANK; gloo beside it for the few CPU tensors). Without torchrun there is no WORLD_SIZE: one process,
-  no process group, and the run is exactly the single-process one.
+  cuda:LOCAL_RANK; gloo beside it for the few CPU tensors).
 * Every process builds the same model (same --seed; DDP also copies rank 0's weights to the others when it wraps
-  the model) and takes its share of every global batch (batching.py: `batch[rank::world_size]`).
+  the model) and takes its share of every global batch (data.py: `batch[rank::world_size]`).
 * The loss, and why each process multiplies its own by N. One process minimises L = (1/T) sum_t l_t over the T
-  label tokens of an optimiser step (loop.py's docstring). With N processes, process r holds the tokens S_r of
+  label tokens of an optimiser step (step.py's docstring). With N processes, process r holds the tokens S_r of
   its shares, and T = sum_r |S_r| is counted over all of them (an all-reduce of one integer). Process r
   backpropagates L_r = N * (1/T) sum_{t in S_r} l_t. DDP all-reduces the gradients and divides by N:
       (1/N) sum_r grad L_r = (1/T) sum_r sum_{t in S_r} grad l_t = grad L,
@@ -21,10 +20,14 @@ Nothing here is a cluster layer of our own: it is the wiring between this projec
 * Gradient accumulation: the all-reduce happens once per optimiser step, during the backward of the last
   micro-batch; the earlier ones run under DDP's `no_sync()` and only add to each process's local gradients.
 * Only rank 0 prints, logs and writes files; `PeerLost` turns a vanished process into one clear message.
+
+The single-process core (step.py, loop.py) takes this module's `Parallel` as its `ddp` argument and calls it in a
+few `if ddp:` lines. Without torchrun there is no WORLD_SIZE, and modes/train.py never imports this file.
 """
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 from contextlib import nullcontext
@@ -35,7 +38,6 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 # How long a collective waits for a silent process before failing. Rank 0 writes files while the others wait at
 # the next collective, so this must exceed the longest such write (a full flan-t5-large model: well under a minute).
@@ -63,26 +65,15 @@ class Parallel:
     def distributed(self) -> bool:
         return self.world_size > 1
 
-    # --- the model ---------------------------------------------------------------------------------------------
     def wrap(self, model: nn.Module, loss_sum: Callable, device: torch.device) -> nn.Module:
-        """The module the loop calls for a micro-batch's loss: `forward(batch) = loss_sum(model, batch)`.
+        """The module the loop calls for a micro-batch's loss, under DDP or FSDP (sharding.py)."""
+        from train_loop.sharding import wrap
 
-        DDP (and FSDP) act on the wrapped module's forward, so wrapping the loss rather than the model lets
-        `loss_sum` call any part of the model (encoder, decoder, head) and still be seen by them.
-        """
-        module = LossOf(model, loss_sum)
-        if self.fsdp:
-            from train_loop.sharding import shard
-
-            return shard(module, model, device)  # moves each process's shards to the device, not the whole model
-        model.to(device)
-        if not self.distributed:
-            return module
-        return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+        return wrap(model, loss_sum, device, fsdp=self.fsdp)
 
     def gradient_sync(self, wrapped: nn.Module, enabled: bool):
         """Context for one micro-batch's forward and backward: skip the gradient all-reduce unless `enabled`."""
-        if enabled or not self.distributed:
+        if enabled:
             return nullcontext()
         if self.fsdp:
             from train_loop.sharding import no_gradient_sync
@@ -104,6 +95,19 @@ class Parallel:
     def any(self, flag: bool) -> bool:
         """True when `flag` is true on some process: how all agree to stop after the same step."""
         return self.total(int(flag)) > 0
+
+    def plain(self, t: torch.Tensor) -> torch.Tensor:
+        """A plain tensor from a replicated DTensor (FSDP's gradient norm); any other tensor as it is."""
+        from torch.distributed.tensor import DTensor
+
+        return t.full_tensor() if isinstance(t, DTensor) else t
+
+    @property
+    def checkpoints(self):
+        """checkpoint.py's save/load functions, as collectives of every process (dist_checkpoint.py)."""
+        from train_loop.dist_checkpoint import Checkpoints
+
+        return Checkpoints(self)
 
     def max(self, value: float) -> float:
         if not self.distributed:
@@ -162,25 +166,10 @@ class Parallel:
         return whole
 
 
-class LossOf(nn.Module):
-    """`forward(batch)` is `loss_sum(model, batch)`: the loss as a module, for DDP and FSDP to wrap."""
-
-    def __init__(self, model: nn.Module, loss_sum: Callable):
-        super().__init__()
-        self.model, self.loss_sum = model, loss_sum
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.loss_sum(self.model, batch)
-
-
 def start(device: torch.device, fsdp: bool = False, timeout: timedelta = TIMEOUT) -> tuple[Parallel, torch.device]:
-    """Join the run torchrun started, or stay a single process when it did not; returns (who, which device)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
-        if fsdp:
-            raise ValueError("--fsdp shards the model over several processes: launch run.py with "
-                             "torchrun --nproc_per_node N (N >= 2)")
-        return Parallel(), device
+    """Join the run torchrun started (WORLD_SIZE > 1; modes/train.py calls this only then); returns (who, which
+    device)."""
+    world_size = int(os.environ["WORLD_SIZE"])
     if fsdp:
         try:
             from torch.distributed.fsdp import fully_shard  # noqa: F401
@@ -215,15 +204,17 @@ def _stopped_by_torchrun(signum, frame):
     raise PeerLost("torchrun stopped this process (SIGTERM), which it does when another process of the run fails")
 
 
-def plain(t: torch.Tensor) -> torch.Tensor:
-    """A plain tensor from a replicated DTensor (FSDP's gradient norm); any other tensor as it is."""
-    from torch.distributed.tensor import DTensor
-
-    return t.full_tensor() if isinstance(t, DTensor) else t
-
-
 def lost_peer(err: BaseException) -> bool:
     """Whether an error says another process vanished (gloo and NCCL raise plain RuntimeErrors for that)."""
     if isinstance(err, (PeerLost, dist.DistError)):
         return True
     return isinstance(err, RuntimeError) and any(sign in str(err) for sign in LOST_PEER_SIGNS)
+
+
+def peer_lost(err: BaseException, world_size: int, latest_checkpoint) -> PeerLost:
+    """What rank 0 says when the run lost a process: what the backend saw, who tells more, what to do now."""
+    seen = re.sub(r"^\[[^\]]*\] ", "", (str(err).strip().splitlines() or [type(err).__name__])[0])  # gloo's source line
+    return PeerLost(f"the run on {world_size} processes stopped ({seen.split('. ')[0][:200]}). When another process "
+                    f"failed, torchrun's report names it and shows its error. "
+                    + (f"The last complete checkpoint is {latest_checkpoint}: rerun the same command with --resume "
+                       f"to continue" if latest_checkpoint else "No checkpoint was written yet: rerun the same command"))

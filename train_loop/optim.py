@@ -30,7 +30,7 @@ SCHEDULES = ("linear", "cosine")
 
 @dataclass(frozen=True)
 class OptimConfig:
-    lr: float
+    lr: float | None                 # None: not chosen yet (run.py's default depends on the model)
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
@@ -38,7 +38,7 @@ class OptimConfig:
     schedule: str = "linear"
 
     def __post_init__(self):
-        if not self.lr > 0:
+        if self.lr is not None and not self.lr > 0:
             raise ValueError(f"--lr {self.lr}: the learning rate must be positive")
         if self.weight_decay < 0:
             raise ValueError(f"--weight-decay {self.weight_decay}: must be >= 0")
@@ -74,6 +74,8 @@ def build_optimizer(model: nn.Module, config: OptimConfig, device: torch.device)
     `adamw_torch_fused`, is the same). The fused kernel reads and writes each parameter, gradient and moment
     once; `foreach` makes a pass over all of them per elementwise op. On flan-t5-small (77M parameters, one CPU
     thread) an update takes about 0.15 s fused against 0.8 s foreach (bench/RESULTS.md, "Training")."""
+    if config.lr is None:
+        raise ValueError("OptimConfig.lr is None: choose a learning rate before building the optimiser")
     groups = parameter_groups(model, config.weight_decay)
     if not any(group["params"] for group in groups):
         raise ValueError("the model has no trainable parameters (did LoRA injection freeze everything?)")

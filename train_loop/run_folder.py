@@ -6,44 +6,42 @@ model or adapter saved into it at the end.
 * The disk must hold the checkpoints and the final model: checked before training, not at the first checkpoint.
 * Full fine-tuning saves a `save_pretrained` folder transformers loads; LoRA saves the adapter in peft's format.
 
-Under torchrun only rank 0 calls these (run_training.py, through `Parallel.run_on_main`).
+Under torchrun only rank 0 calls these (modes/train.py, through `Parallel.run_on_main`).
 """
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
+from eval.results import prepare_output_dir
 from train_loop import checkpoint as ckpt
 from train_loop.checkpoint_check import resumable_checkpoint
-from train_loop.distributed import Parallel
 
 
-def prepare_folder(args, parallel: Parallel = Parallel()) -> Path:
+def prepare_folder(folder: Path, mode: str, model: str, overwrite: bool = False, resume: bool = False,
+                   processes: int = 1, fsdp: bool = False) -> Path:
     """The run folder, refusing to overwrite another run, and to resume from nothing or from another run."""
-    from eval.results import prepare_output_dir
-
-    out = prepare_output_dir(args.output_dir or Path("runs") / args.mode, overwrite=args.overwrite, resume=args.resume)
+    out = prepare_output_dir(folder, overwrite=overwrite, resume=resume)
     try:  # os.access says yes to root even on a read-only file system: write something to be sure
         (out / ".write_test").write_bytes(b"")
         (out / ".write_test").unlink()
     except OSError as err:
         raise PermissionError(f"--output-dir {out} is not writable ({err.strerror}); choose another folder") from err
-    latest = resumable_checkpoint(out) if args.resume else ckpt.latest_checkpoint(out)  # skips damaged ones
-    if args.resume and latest is None:
+    latest = resumable_checkpoint(out) if resume else ckpt.latest_checkpoint(out)  # skips damaged ones
+    if resume and latest is None:
         raise ValueError(f"--resume: {out}/{ckpt.CHECKPOINT_DIR} holds no checkpoint; run without --resume")
-    if args.resume:
+    if resume:
         saved = ckpt.read_fingerprint(latest)
-        for key in ("mode", "model"):
-            if saved.get(key) != getattr(args, key):
-                raise ValueError(f"--resume: checkpoint {latest} is from --mode {saved.get('mode')} --model "
-                                 f"{saved.get('model')}; this run is --mode {args.mode} --model {args.model}")
-        written, now = (saved.get("processes", 1), saved.get("fsdp", False)), (parallel.world_size, parallel.fsdp)
+        if (saved.get("mode"), saved.get("model")) != (mode, model):
+            raise ValueError(f"--resume: checkpoint {latest} is from --mode {saved.get('mode')} --model "
+                             f"{saved.get('model')}; this run is --mode {mode} --model {model}")
+        written, now = (saved.get("processes", 1), saved.get("fsdp", False)), (processes, fsdp)
         if written != now:
-            raise ValueError(f"--resume: checkpoint {latest} was written by {processes(*written)}; this run has "
-                             f"{processes(*now)}. Resume with the same number of processes (torchrun "
+            raise ValueError(f"--resume: checkpoint {latest} was written by {described(*written)}; this run has "
+                             f"{described(*now)}. Resume with the same number of processes (torchrun "
                              f"--nnodes x --nproc_per_node) and the same --fsdp: each process's share of the data "
                              f"and its random state are part of the checkpoint")
-    elif latest is not None and not args.overwrite:
+    elif latest is not None and not overwrite:
         raise ValueError(f"--output-dir {out} holds checkpoints of an unfinished run; pass --resume to continue it "
                          f"or --overwrite to start over")
     elif latest is not None:
@@ -51,7 +49,7 @@ def prepare_folder(args, parallel: Parallel = Parallel()) -> Path:
     return out
 
 
-def processes(count: int, fsdp: bool) -> str:
+def described(count: int, fsdp: bool) -> str:
     return f"{count} process{'es' if count > 1 else ''}{' with --fsdp' if fsdp else ''}"
 
 
@@ -69,9 +67,10 @@ def folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def save_model(args, model, tokenizer, out: Path) -> int:
-    """Full: a `save_pretrained` folder transformers loads. LoRA: the adapter in peft's format. Returns its bytes."""
-    if args.mode == "full":
+def save_model(model, tokenizer, out: Path, mode: str, base_model: str) -> int:
+    """Full: a `save_pretrained` folder transformers loads. LoRA: the adapter in peft's format, naming `base_model`.
+    Returns its bytes."""
+    if mode == "full":
         model.save_pretrained(out / "model")
         tokenizer.save_pretrained(out / "model")
         return folder_bytes(out / "model")
@@ -79,7 +78,7 @@ def save_model(args, model, tokenizer, out: Path) -> int:
 
     # peft loads the base model from this name: a hub id as given, a local folder as an absolute path (a relative
     # one would point elsewhere as soon as the adapter is loaded from another working directory)
-    local = Path(args.model).expanduser()
-    base = str(local.resolve()) if local.exists() else args.model
+    local = Path(base_model).expanduser()
+    base = str(local.resolve()) if local.exists() else base_model
     save_adapter(model, out / "adapter", base_model_name_or_path=base)
     return folder_bytes(out / "adapter")

@@ -1,4 +1,11 @@
-"""`--fsdp`: shard the model over the processes (FSDP2, `torch.distributed.fsdp.fully_shard`) when it does not fit one.
+"""The model on several processes: a whole copy on each (DDP), or with `--fsdp` sharded over them (FSDP2).
+
+`wrap` gives the loop the module it calls for a micro-batch's loss. DDP and FSDP act on the wrapped module's
+forward, so wrapping the loss (`LossOf`) rather than the model lets the loss call any part of the model (encoder,
+decoder, head) and still be seen by them. DistributedDataParallel (Li et al. 2020, arXiv:2006.15704) copies rank
+0's weights to every process when it wraps, and all-reduces (averages) the gradients during backward.
+
+`--fsdp`: shard the model over the processes (FSDP2, `torch.distributed.fsdp.fully_shard`) when it does not fit one.
 
 DDP keeps a whole copy of the weights, their gradients and AdamW's two moments on every device: 16 bytes per
 trainable parameter (fp32), about 12 GB for flan-t5-large's 783M parameters before any activation. Fully sharded
@@ -8,7 +15,7 @@ data parallel (Zhao et al. 2023, "PyTorch FSDP", arXiv:2304.11277; ZeRO-3, Rajbh
 * Each T5 block (`encoder.block.i`, `decoder.block.i`) is one unit: `fully_shard(block)` replaces its parameters by
   DTensors holding a 1/N slice (dim 0) and adds hooks that all-gather the whole block before its forward and
   backward and free it after. What is left (embeddings, `lm_head`, final norms) is the root unit, sharded by
-  `fully_shard` on the loss module that wraps the model (distributed.LossOf), so that the root's weights are
+  `fully_shard` on the loss module that wraps the model (`LossOf`), so that the root's weights are
   gathered whenever the loss is computed, however the loss reaches into the model.
 * Backward reduce-scatters each gradient: every process keeps the averaged gradient of its slice only, and AdamW
   (built after sharding) steps on the slices: the optimiser state is sharded too.
@@ -16,7 +23,7 @@ data parallel (Zhao et al. 2023, "PyTorch FSDP", arXiv:2304.11277; ZeRO-3, Rajbh
 
 The loop sees the same parameter names (DTensors in place of tensors): clipping works on DTensors, and the
 checkpoints gather full tensors (dist_checkpoint.py). Evaluation runs on an unsharded model built afresh
-(run_training.py): generation calls the encoder and decoder on its own schedule and lengths differ by process.
+(modes/train.py): generation calls the encoder and decoder on its own schedule and lengths differ by process.
 """
 from __future__ import annotations
 
@@ -27,6 +34,28 @@ import torch
 from torch import nn
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.nn.parallel import DistributedDataParallel
+
+
+class LossOf(nn.Module):
+    """`forward(batch)` is `loss_sum(model, batch)`: the loss as a module, for DDP and FSDP to wrap."""
+
+    def __init__(self, model: nn.Module, loss_sum):
+        super().__init__()
+        self.model, self.loss_sum = model, loss_sum
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.loss_sum(self.model, batch)
+
+
+def wrap(model: nn.Module, loss_sum, device: torch.device, fsdp: bool) -> nn.Module:
+    """`LossOf(model, loss_sum)` under FSDP (which moves each process's shards to the device, not the whole
+    model) or under DDP."""
+    module = LossOf(model, loss_sum)
+    if fsdp:
+        return shard(module, model, device)
+    model.to(device)
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def transformer_blocks(model: nn.Module) -> list[nn.Module]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib
 from pathlib import Path
 
 from eval.report import write_report
@@ -22,10 +23,8 @@ def study_steps() -> list[tuple[str, object]]:
 
     Imported here, not at the top: `--runs` needs neither torch nor the models.
     """
-    from prompting.run_prompting import run as run_prompting
-    from train_loop.run_training import run as run_training
-
-    return [("zero-shot", run_prompting), ("full", run_training), ("lora", run_training)]
+    prompt, train = importlib.import_module("modes.prompt"), importlib.import_module("modes.train")
+    return [("zero-shot", prompt.run), ("full", train.run), ("lora", train.run)]
 
 
 def run_study(args: argparse.Namespace, out_dir: Path) -> list[Path]:
