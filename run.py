@@ -3,6 +3,8 @@
     python run.py --mode zero-shot|one-shot|few-shot   # summaries from the unchanged model
     python run.py --mode full|lora                     # fine-tune, validate, then evaluate on --split
     python run.py --mode compare                       # the whole study, or --runs DIR... for runs already made
+    python run.py --mode analyse --adapters DIR...     # what adapters learned (LoRA paper, section 7)
+    python run.py --mode sweep --ranks 1,2,4,8         # the same LoRA run for several ranks or target sets
     python run.py --mode score --predictions FILE ...  # ROUGE for predictions any tool wrote (CSV or JSONL)
     torchrun --nproc_per_node N run.py --mode full|lora  # the same training on N processes (GPUs, machines)
 
@@ -24,10 +26,11 @@ from pathlib import Path
 
 PROMPT_MODES = ("zero-shot", "one-shot", "few-shot")
 TRAIN_MODES = ("full", "lora")
-MODES = PROMPT_MODES + TRAIN_MODES + ("compare", "score")
+MODES = PROMPT_MODES + TRAIN_MODES + ("compare", "analyse", "sweep", "score")
 CPU_KERNELS_DEFAULT = True  # decided by a side-by-side measurement: README, "Speed"
 RUNNERS = {**{mode: "modes.prompt" for mode in PROMPT_MODES}, **{mode: "modes.train" for mode in TRAIN_MODES},
-           "compare": "modes.compare", "score": "modes.score"}  # each module has run(args) -> dict or a path
+           "compare": "modes.compare", "analyse": "modes.analyse", "sweep": "modes.sweep", "score": "modes.score"}
+# each module has run(args) -> metrics dict, the path of the report it wrote, or (score) its printout
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,6 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lora-targets", default="q,v", help="comma-separated Linear names to adapt")
     g.add_argument("--rslora", action="store_true", help="scale by alpha/sqrt(r) instead of alpha/r")
     g.add_argument("--merge", action="store_true", help="also save the model with the adapter merged in")
+
+    g = p.add_argument_group("what LoRA learned (analyse) and sweeps")
+    g.add_argument("--adapters", nargs="+", default=None, metavar="DIR",
+                   help="analyse: adapter folders (this project's or peft's) or --mode lora run folders; each gets "
+                        "the spectrum of its update scaling*B*A and Table 7 (how the update relates to W), every "
+                        "pair the subspace similarity of their A matrices (Hu et al. 2021, section 7)")
+    g.add_argument("--full-model", default=None, metavar="DIR",
+                   help="analyse: a fully fine-tuned model (or --mode full run folder) of the same --model: how "
+                        "low-rank its update W_full - W_base is, and how much of it the LoRA updates capture")
+    g.add_argument("--ranks", default=None, metavar="R1,R2,...",
+                   help="sweep: one LoRA run per rank, all else equal (the paper's Table 6 used 1,2,4,8,64)")
+    g.add_argument("--target-sets", default=None, metavar="'T;T,T;...'",
+                   help="sweep: one LoRA run per target set, ';' between sets (e.g. 'q;k;v;o;q,k;q,v;q,k,v,o', "
+                        "the paper's Table 5), each at the parameter budget of --lora-r on the first set")
     return p
 
 

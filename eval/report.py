@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from eval.memory_table import memory_section
 from eval.rouge import ROUGE_TYPES
 from eval.rouge_ways import with_interval, ways_table
 from eval.runs import Run
@@ -156,6 +157,7 @@ def write_report(runs: list[Run], out_dir: Path, notes: list[str] = ()) -> Path:
         if run.metrics.get("ways"):
             lines += [f"## {run.name}: one set of predictions, several ways to score it", "",
                       *ways_table(run.metrics["ways"]), ""]
+    lines += memory_section([(run.name, run.metrics) for run in runs])
     lines += ["## Side by side", "", *side_by_side(runs)]
     all_notes = [*notes, *consistency_notes(runs)]
     if baseline.metrics.get("mode") != "zero-shot" and len(runs) > 1:

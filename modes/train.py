@@ -29,6 +29,7 @@ from train_loop.data import batches_by_epoch, check_batch_split
 from train_loop.log import CURVE_FILE, LOG_FILE, plot_loss_curve
 from train_loop.loop import train
 from train_loop.machine import describe_machine
+from train_loop.memory_ledger import MemoryLedger
 from train_loop.precision import choose_precision
 from train_loop.run_folder import check_disk_space, prepare_folder, save_model
 
@@ -126,8 +127,10 @@ def train_and_evaluate(args, c: RunConfig, ddp, device) -> dict:
                    "batch_size": args.batch_size, "precision": precision, "optim": asdict(config.optim),
                    "epochs": config.epochs, "max_grad_norm": config.max_grad_norm,
                    "lora": asdict(c.lora) if args.mode == "lora" else None}
-    result = train(model, batches["train"], config, device, folder=out, val_batches=batches["validation"](0),
-                   resume=c.out.resume, fingerprint=fingerprint, ddp=ddp)
+    with MemoryLedger(model, device) as ledger:  # weights, gradients, optimiser state, the rest (memory_ledger.py)
+        result = train(model, batches["train"], config, device, folder=out, val_batches=batches["validation"](0),
+                       resume=c.out.resume, fingerprint=fingerprint, ddp=ddp)
+    memory = ledger.result()
     if main:
         plot_loss_curve(out / LOG_FILE, out / CURVE_FILE, title=f"{args.mode}: {args.model}")
     if result.interrupted:
@@ -154,7 +157,7 @@ def train_and_evaluate(args, c: RunConfig, ddp, device) -> dict:
             "best_step": p.best_step,  # tokens/s over the whole training time, validation and checkpoints included:
             "tokens_per_s": round(p.tokens / max(p.train_seconds, 1e-9), 1), "skipped_steps": p.skipped_steps,
             "train_seconds": round(p.train_seconds, 1), "trainable_params": trainable, "total_params": total,
-            "peak_memory_mb": round(result.peak_memory_mb, 1), "artifact_bytes": artifact_bytes,
+            "peak_memory_mb": round(result.peak_memory_mb, 1), "memory_ledger": memory, "artifact_bytes": artifact_bytes,
             **({"lora": asdict(c.lora)} if args.mode == "lora" else {})}
     return evaluate(args, c, model, tokenizer, out, device, info, ddp)
 

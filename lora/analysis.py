@@ -1,0 +1,99 @@
+"""The LoRA paper's section 7 on a set of adapters, as numbers: one function from weights to a JSON-ready dict.
+
+Inputs are plain tensors: the base model's weights W of the adapted layers, each adapter's A and B
+(lora/factors.py), and optionally a fully fine-tuned model's weights of the same layers. For every adapter and
+layer: the spectrum of delta W = scaling * B A (lora/spectrum.py), Table 7's projections of W onto it, and,
+given a full fine-tune, how much of W_full - W_base lies in delta W's top directions. For every pair of adapters
+and every layer both adapt: the subspace similarity phi of equation 4 (lora/subspace.py).
+"""
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+from lora import spectrum as sp
+from lora.factors import AdapterFactors
+from lora.subspace import random_expectation, subspace_similarity
+
+# A full fine-tune moves weights by a small fraction of their norm; unrelated weights differ by about sqrt(2).
+UNRELATED_CHANGE = 0.5
+
+
+def adapted_layers(base: dict[str, torch.Tensor], adapter: AdapterFactors) -> list[str]:
+    """The adapter's layers in the model's order (that of `base`); every one must be in `base` with W's shape."""
+    for name, (A, B) in adapter.layers.items():
+        if name not in base:
+            raise ValueError(f"adapter {adapter.folder}: layer {name} is not a Linear layer of the base model "
+                             f"(another model? its layers look like {next(iter(base))})")
+        if tuple(base[name].shape) != (B.shape[0], A.shape[1]):
+            raise ValueError(f"adapter {adapter.folder}: layer {name} has B A of shape {(B.shape[0], A.shape[1])} "
+                             f"but the base model's W is {tuple(base[name].shape)} (another model size?)")
+    return [name for name in base if name in adapter.layers]
+
+
+def full_updates(base: dict[str, torch.Tensor], full: dict[str, torch.Tensor], layers: list[str]) -> dict:
+    """W_full - W_base per layer; refuses a full model that does not look fine-tuned from this base."""
+    updates = {}
+    for name in layers:
+        if name not in full or full[name].shape != base[name].shape:
+            raise ValueError(f"--full-model: layer {name} is missing or has another shape than in the base model")
+        updates[name] = full[name].double() - base[name].double()
+        change = float(updates[name].norm() / base[name].double().norm())
+        if change > UNRELATED_CHANGE:
+            raise ValueError(f"--full-model: on {name} it differs from the base by {100 * change:.0f}% of the "
+                             f"base's norm, as unrelated weights do; was it fine-tuned from this --model (with "
+                             f"--random-init: built with this --seed)?")
+    return updates
+
+
+def analyse_adapter(base: dict, adapter: AdapterFactors, full: dict | None, energy: float,
+                    generator: torch.Generator) -> dict:
+    layers = {}
+    for name in adapted_layers(base, adapter):
+        A, B = adapter.layers[name]
+        delta = sp.delta_weight(A, B, adapter.scaling)  # (d_out, d_in)
+        entry = {"spectrum": sp.spectrum(delta, energy, keep=adapter.r),
+                 "table7": sp.table7(base[name], delta, adapter.r, generator)}
+        if full is not None and name in full:
+            U, Vh = sp.top_directions(delta, adapter.r)
+            entry["full_update"] = {"captured": sp.captured_energy(full[name], U, Vh),
+                                    "best_rank_r": sp.best_rank_energy(full[name], adapter.r),
+                                    "cosine": sp.cosine(delta, full[name])}
+        layers[name] = entry
+    return {"dir": str(adapter.folder), "r": adapter.r, "alpha": adapter.config["lora_alpha"],
+            "use_rslora": bool(adapter.config.get("use_rslora", False)), "scaling": adapter.scaling,
+            "targets": adapter.config["target_modules"], "layers": layers}
+
+
+def similarity_pairs(base: dict, adapters: list[AdapterFactors]) -> list[dict]:
+    """phi for every pair of adapters (in the order given) on every layer both adapt, as nested lists."""
+    pairs = []
+    for a, b in itertools.combinations(adapters, 2):
+        common = [name for name in adapted_layers(base, a) if name in b.layers]
+        pairs.append({"a": str(a.folder), "b": str(b.folder), "r_a": a.r, "r_b": b.r,
+                      "layers": {name: subspace_similarity(a.layers[name][0], b.layers[name][0]).tolist()
+                                 for name in common},
+                      "random": {name: random_expectation(a.r, b.r, a.layers[name][0].shape[1]).tolist()
+                                 for name in common[:1]}})
+    return pairs
+
+
+def analyse(base: dict[str, torch.Tensor], adapters: list[AdapterFactors], full: dict[str, torch.Tensor] | None = None,
+            energy: float = 0.9, seed: int = 0) -> dict:
+    """Everything analysis.json holds. `base` maps layer names (module paths) to W (d_out, d_in), in the model's
+    order; `full` the same for a fully fine-tuned model. `seed` fixes Table 7's random directions."""
+    if not adapters:
+        raise ValueError("give at least one adapter folder (--adapters DIR [DIR ...])")
+    generator = torch.Generator().manual_seed(seed)
+    updates = None
+    result = {"energy": energy}
+    if full is not None:
+        layers = [n for n in base if any(n in a.layers for a in adapters)]
+        updates = full_updates(base, full, layers)
+        result["full_update"] = {name: {**sp.spectrum(delta, energy), "shape": list(delta.shape),
+                                        "relative_change": float(delta.norm() / base[name].double().norm())}
+                                 for name, delta in updates.items()}
+    result["adapters"] = [analyse_adapter(base, a, updates, energy, generator) for a in adapters]
+    result["subspace_similarity"] = similarity_pairs(base, adapters)
+    return result

@@ -1,0 +1,93 @@
+"""`python run.py --mode sweep`: the same LoRA training for several ranks or target sets, then one report.
+
+    python run.py --mode sweep --ranks 1,2,4,8,16,32,64 ...              # the LoRA paper's Table 6
+    python run.py --mode sweep --target-sets "q;k;v;o;q,k;q,v;q,k,v,o" --lora-r 8 ...   # Table 5, equal budget
+
+Every run gets the same flags (data, steps, seed, learning rate) except the rank and targets, and writes its own
+run folder (`<output-dir>/r8`, `<output-dir>/q,v`), exactly what `--mode lora` writes. Then `sweep.md` and
+`sweep.png` (eval/sweep_report.py) compare them, and `analysis/` holds the subspace analysis (--mode analyse) of
+the smallest and largest rank (r=8 against r=64 when both are there, as in the paper's Figure 3).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    name: str     # the run folder's name
+    r: int
+    targets: str  # comma-separated, as --lora-targets
+
+
+def parse_ranks(text: str) -> list[int]:
+    try:
+        ranks = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--ranks {text!r}: expected whole numbers separated by commas, e.g. 1,2,4,8") from None
+    if not ranks or min(ranks) < 1 or len(set(ranks)) != len(ranks):
+        raise ValueError(f"--ranks {text!r}: need distinct ranks of at least 1")
+    return ranks
+
+
+def parse_target_sets(text: str) -> list[str]:
+    sets = [",".join(t.strip() for t in part.split(",") if t.strip()) for part in text.split(";")]
+    sets = [s for s in sets if s]
+    if len(sets) < 2 or len(set(sets)) != len(sets):
+        raise ValueError(f"--target-sets {text!r}: need two or more distinct sets separated by ';', e.g. 'q;v;q,v'")
+    return sets
+
+
+def plan(args) -> list[SweepRun]:
+    if bool(args.ranks) == bool(args.target_sets):
+        raise ValueError("--mode sweep needs exactly one of --ranks (e.g. 1,2,4,8) or --target-sets (e.g. 'q;v;q,v')")
+    if args.ranks:
+        return [SweepRun(f"r{r}", r, args.lora_targets) for r in parse_ranks(args.ranks)]
+    from lora.budget import equal_budget_ranks
+
+    sets = parse_target_sets(args.target_sets)
+    ranks = equal_budget_ranks(shape_only_model(args.model), sets, args.lora_r)
+    return [SweepRun(targets, r, targets) for targets, r in zip(sets, ranks)]
+
+
+def shape_only_model(name: str):
+    """The architecture on the meta device: layer shapes without allocating or loading a weight."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM
+
+    with torch.device("meta"):
+        return AutoModelForSeq2SeqLM.from_config(AutoConfig.from_pretrained(name))
+
+
+def analysis_pair(runs: list[SweepRun]) -> list[SweepRun]:
+    """The paper's Figure 3 pair (r=8 and r=64) when both ran, else the smallest and the largest rank."""
+    by_rank = {run.r: run for run in runs}
+    if 8 in by_rank and 64 in by_rank:
+        return [by_rank[8], by_rank[64]]
+    return [min(runs, key=lambda run: run.r), max(runs, key=lambda run: run.r)]
+
+
+def run(args) -> Path:
+    from eval.sweep_report import write_sweep
+    from modes.analyse import AnalyseConfig, analyse_folders
+    from modes.train import run as train
+
+    runs = plan(args)
+    out = Path(args.output_dir or Path("runs") / "sweep")
+    print(f"sweep: {len(runs)} LoRA runs ({', '.join(f'{r.name}: r={r.r} on {r.targets}' for r in runs)}) into {out}/")
+    metrics = []
+    for sweep_run in runs:
+        one = copy.copy(args)
+        one.mode, one.lora_r, one.lora_targets = "lora", sweep_run.r, sweep_run.targets
+        one.output_dir = str(out / sweep_run.name)
+        metrics.append(train(one))
+    analysed = analysis_pair(runs) if args.ranks else runs
+    analysis = analyse_folders(AnalyseConfig(adapters=tuple(out / r.name / "adapter" for r in analysed),
+                                             model=args.model, output_dir=out / "analysis",
+                                             random_init=args.random_init, seed=args.seed))
+    shared = {key: getattr(args, key) for key in ("model", "random_init", "data", "max_train_samples", "max_steps",
+                                                   "epochs", "batch_size", "lora_alpha", "seed")}
+    shared["lr"] = metrics[0]["lr"]  # the flag's value, or the default the runs chose
+    return write_sweep([(r.name, r.r, r.targets, m) for r, m in zip(runs, metrics)], out, analysis, shared)

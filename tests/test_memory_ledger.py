@@ -1,0 +1,65 @@
+"""The memory ledger's computed parts are parameter counts times element sizes: weights of the whole model,
+gradients and AdamW's two fp32 moments for the trainable parameters only (full vs LoRA)."""
+import pytest
+import torch
+
+from lora.inject import add_lora
+from prompting.model import build_from_config
+from tests.conftest import tiny_t5_config
+from train_loop.memory_ledger import MemoryLedger
+
+
+def one_step(model, device=torch.device("cpu")):
+    """One AdamW step on a tiny batch, under the ledger; returns its result."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    ids = torch.randint(2, 128, (2, 6))
+    with MemoryLedger(model, device) as ledger:
+        model(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+    return ledger.result()
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_ledger_parts_are_counts_times_element_sizes(mode):
+    model = build_from_config(tiny_t5_config())
+    if mode == "lora":
+        add_lora(model, ("q", "v"), r=4, alpha=8)
+    params = list(model.parameters())
+    trainable = [p for p in params if p.requires_grad]
+    n_total, n_trainable = sum(p.numel() for p in params), sum(p.numel() for p in trainable)
+    ledger = one_step(model)
+    assert ledger["total_params"] == n_total and ledger["trainable_params"] == n_trainable
+    assert ledger["weights_bytes"] == 4 * n_total  # fp32, no buffers in T5
+    assert ledger["gradients_bytes"] == 4 * n_trainable
+    # AdamW: exp_avg and exp_avg_sq (fp32) per trainable parameter, and one fp32 step count per tensor
+    assert ledger["optimizer_state_bytes"] == 2 * 4 * n_trainable + 4 * len(trainable)
+    assert ledger["peak_bytes"] > 0
+    assert ledger["rest_bytes"] == ledger["peak_bytes"] - ledger["weights_bytes"] - ledger["gradients_bytes"] \
+        - ledger["optimizer_state_bytes"]
+    if mode == "lora":
+        assert ledger["gradients_bytes"] < ledger["weights_bytes"] / 10
+
+
+def test_bf16_weights_count_two_bytes():
+    model = build_from_config(tiny_t5_config(), dtype=torch.bfloat16)
+    ledger = one_step(model)
+    n = sum(p.numel() for p in model.parameters())
+    assert ledger["weights_bytes"] == 2 * n and ledger["gradients_bytes"] == 2 * n
+    assert ledger["optimizer_state_bytes"] == 2 * 2 * n + 4 * len(list(model.parameters()))  # states in bf16 too
+
+
+def test_report_explains_the_saving_with_the_runs_numbers():
+    from eval.memory_table import memory_section
+
+    def ledger(trainable, weights, grads, optim, rest):
+        return {"trainable_params": trainable, "weights_bytes": weights, "gradients_bytes": grads,
+                "optimizer_state_bytes": optim, "rest_bytes": rest, "peak_bytes": weights + grads + optim + rest}
+    mib = 2**20
+    full = {"mode": "full", "memory_ledger": ledger(100, 400 * mib, 400 * mib, 800 * mib, 400 * mib)}
+    lora = {"mode": "lora", "memory_ledger": ledger(1, 400 * mib, 4 * mib, 8 * mib, 388 * mib)}
+    lines = memory_section([("full", full), ("lora", lora), ("zero-shot", {"mode": "zero-shot"})])
+    text = "\n".join(lines)
+    assert lines[0] == "## Memory" and text.count("| full |") == 1 and "zero-shot" not in text
+    assert "trains 1% of the parameters" in text and "its peak is 40% of full" in text
+    assert "(1,188.0 MiB: gradients" in text  # (400 - 4) + (800 - 8) MiB saved
+    assert memory_section([("zero-shot", {"mode": "zero-shot"})]) == []
