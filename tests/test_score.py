@@ -25,8 +25,8 @@ PRINTED = {
 def course_file():
     """The course's file, or a failure that says where it was looked for (never a skip: CI must notice)."""
     if not COURSE_FILE.is_file():
-        pytest.fail(f"the course's results file is not at {COURSE_FILE}: set SHARED_DIR to a folder holding "
-                    "data/course/dialogue-summary-training-results.csv beside data/dialogsum", pytrace=False)
+        pytest.fail(f"the course's results file is not at {COURSE_FILE}: it ships with the repository; "
+                    "restore it with git checkout", pytrace=False)
     return COURSE_FILE
 
 
