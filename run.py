@@ -5,6 +5,7 @@
     python run.py --mode compare                       # the whole study, or --runs DIR... for runs already made
     python run.py --mode analyse --adapters DIR...     # what adapters learned (LoRA paper, section 7)
     python run.py --mode sweep --ranks 1,2,4,8         # the same LoRA run for several ranks or target sets
+    python run.py --mode score --predictions FILE ...  # ROUGE for predictions any tool wrote (CSV or JSONL)
     torchrun --nproc_per_node N run.py --mode full|lora  # the same training on N processes (GPUs, machines)
 
 This file reads the command line and hands it to the mode's runner (modes/), which builds the configuration and
@@ -23,11 +24,11 @@ from pathlib import Path
 
 PROMPT_MODES = ("zero-shot", "one-shot", "few-shot")
 TRAIN_MODES = ("full", "lora")
-MODES = PROMPT_MODES + TRAIN_MODES + ("compare", "analyse", "sweep")
+MODES = PROMPT_MODES + TRAIN_MODES + ("compare", "analyse", "sweep", "score")
 CPU_KERNELS_DEFAULT = True  # decided by a side-by-side measurement: README, "Speed"
 RUNNERS = {**{mode: "modes.prompt" for mode in PROMPT_MODES}, **{mode: "modes.train" for mode in TRAIN_MODES},
-           "compare": "modes.compare", "analyse": "modes.analyse", "sweep": "modes.sweep"}
-# each module has run(args) -> metrics dict, or the path of the report it wrote
+           "compare": "modes.compare", "analyse": "modes.analyse", "sweep": "modes.sweep", "score": "modes.score"}
+# each module has run(args) -> metrics dict, the path of the report it wrote, or (score) its printout
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,10 +59,34 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, default=8,
                    help="examples per batch (training and generation), over all processes: under torchrun each of "
                         "N processes takes batch-size / N")
-    g.add_argument("--max-new-tokens", type=int, default=200, help="greedy decoding length limit")
+    g.add_argument("--max-new-tokens", type=int, default=200, help="generated summary length limit, in tokens")
+    g.add_argument("--num-beams", type=int, default=1,
+                   help="1: greedy decoding (the course's); N > 1: beam search keeps the N most likely partial "
+                        "summaries at each step (slower, often a little longer and higher-scoring)")
+    g.add_argument("--adapter", default=None, metavar="DIR",
+                   help="prompting modes: summarise with a LoRA adapter trained on --model (a run's adapter/ "
+                        "folder, or one peft saved); it is loaded and merged into the weights before generating. "
+                        "A fully fine-tuned or merged model goes to --model instead")
     g.add_argument("--stemmer", action=argparse.BooleanOptionalAction, default=True,
                    help="Porter stemming inside ROUGE (the course uses it)")
     g.add_argument("--runs", nargs="+", default=None, metavar="DIR", help="compare: run folders already made")
+
+    g = p.add_argument_group("score: ROUGE for a file of predictions any tool wrote")
+    g.add_argument("--predictions", default=None, metavar="FILE",
+                   help="a .csv (header row) or .jsonl (one object per line) file with predictions and references")
+    g.add_argument("--prediction-column", nargs="+", default=None, metavar="NAME",
+                   help="column(s) of model summaries; each is scored into its own run folder <output-dir>/NAME")
+    g.add_argument("--reference-column", default=None, metavar="NAME", help="the column of human summaries")
+    g.add_argument("--group-by", default="row", choices=("row", "dialogue"),
+                   help="row: each row against the one reference on it (the course notebook's way); dialogue: the "
+                        "rows of one dialogue scored once against all their references, best per ROUGE type")
+    g.add_argument("--dialogue-column", default=None, metavar="NAME",
+                   help="--group-by dialogue: rows with the same value here belong to one dialogue; without it, "
+                        "runs of consecutive rows with the same prediction do (as in the course's results file)")
+    g.add_argument("--lsum-sentences", action=argparse.BooleanOptionalAction, default=True,
+                   help="score: split summaries into sentences before ROUGE-Lsum (the Hugging Face summarization "
+                        "example's way); --no-lsum-sentences scores the text as written, as evaluate does, so "
+                        "Lsum equals ROUGE-L for one-line summaries")
 
     g = p.add_argument_group("where and how")
     g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -131,10 +156,13 @@ def dispatch(args: argparse.Namespace):
 
 def summary(result) -> str:
     """The closing line: the scores, and where to find everything."""
+    if isinstance(result, dict) and "printout" in result:  # --mode score: its tables
+        return result["printout"]
     if isinstance(result, dict) and "rouge1" in result:
         scores = "  ".join(f"{k} {result[k]:.4f}" for k in ("rouge1", "rouge2", "rougeL", "rougeLsum"))
         stem = "stemmer on" if result.get("use_stemmer") else "stemmer off"
-        return (f"{result.get('mode')} on {result.get('examples')} dialogues: {scores} ({stem}); "
+        length = f", {result['gen_len']} tokens per summary" if "gen_len" in result else ""
+        return (f"{result.get('mode')} on {result.get('examples')} dialogues: {scores} ({stem}{length}); "
                 f"results in {result.get('output_dir')}/ (metrics.json, predictions.csv, side_by_side.md)")
     return f"report: {result}" if result is not None else ""
 
@@ -154,7 +182,7 @@ def use_local_cache_if_offline(args: argparse.Namespace) -> None:
     (set before transformers/datasets are imported: they read these variables once)."""
     from prompting.model import hub_is_reachable, is_local
 
-    names = [args.model, args.data] if args.mode != "compare" or not args.runs else []
+    names = [args.model, args.data] if args.mode != "score" and (args.mode != "compare" or not args.runs) else []
     if any(not is_local(n) for n in names) and not hub_is_reachable():
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

@@ -33,6 +33,8 @@ LSUM_SENTENCE_NOTE = (
     "whitespace, not after Mr./Mrs./Ms./Dr./St.; a regex because nltk's punkt data is not available offline) "
     "and the sentences joined with newlines, as the Hugging Face summarization example does with nltk.sent_tokenize"
 )
+LSUM_AS_WRITTEN_NOTE = ("rougeLsum: texts scored as written, without a sentence split (as evaluate does); with no "
+                        "newlines in them, ROUGE-Lsum equals ROUGE-L")
 
 
 def split_sentences(text: str) -> str:
@@ -40,22 +42,35 @@ def split_sentences(text: str) -> str:
     return "\n".join(SENTENCE_BOUNDARY.split(text.strip()))
 
 
+# Every interval this project prints: 1,000 resamples (BootstrapAggregator's default), one fixed seed.
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+
+
+def bootstrap_means(values: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """The mean of each column of `values` (examples, types) over `resamples` resamples of the rows, drawn with
+    replacement from a seeded generator -> (resamples, types). All columns share the same resampled rows."""
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, len(values), size=(resamples, len(values)))  # (resamples, examples)
+    return values[rows].mean(axis=1)  # (resamples, types)
+
+
 def bootstrap_interval(values: np.ndarray, resamples: int, seed: int, confidence: float = 0.95) -> np.ndarray:
     """Percentile bootstrap CI of the mean of each column of `values` (examples, types) -> (2, types).
 
-    All columns share the same resampled rows, as `rouge_score.scoring.BootstrapAggregator` does, but the
+    Percentiles of resampled means, as `rouge_score.scoring.BootstrapAggregator` computes them, but the
     generator is seeded, so the interval is the same every run.
     """
-    rng = np.random.default_rng(seed)
-    rows = rng.integers(0, len(values), size=(resamples, len(values)))  # (resamples, examples)
-    means = values[rows].mean(axis=1)  # (resamples, types)
     tail = 100 * (1 - confidence) / 2
-    return np.percentile(means, [tail, 100 - tail], axis=0)
+    return np.percentile(bootstrap_means(values, resamples, seed), [tail, 100 - tail], axis=0)
 
 
 def score_corpus(examples, predictions: list[str], use_stemmer: bool = True, bootstrap: int = 0,
-                 seed: int = 0) -> tuple[dict[str, float], list[dict[str, float]]]:
+                 seed: int = 0, sentences: bool = True) -> tuple[dict[str, float], list[dict[str, float]]]:
     """Mean ROUGE F-measures over the corpus, and each example's.
+
+    `sentences=False` scores the texts as given, as `evaluate` does: then ROUGE-Lsum equals ROUGE-L for
+    summaries without newlines.
 
     `examples` have `.references` (a tuple of one or more summaries; several on DialogSum test: the best F
     per ROUGE type counts). Returns ({"rouge1": mean F, ...}, [{"rouge1": F, ...} per example]); with
@@ -69,8 +84,9 @@ def score_corpus(examples, predictions: list[str], use_stemmer: bool = True, boo
         raise ValueError(f"bootstrap={bootstrap}: the number of resamples must be 0 (none) or positive")
     per_example = []
     for example, prediction in zip(examples, predictions):
-        references = [split_sentences(r) for r in example.references]
-        scores = score(references, split_sentences(prediction), use_stemmer=use_stemmer)
+        split = split_sentences if sentences else str
+        references = [split(r) for r in example.references]
+        scores = score(references, split(prediction), use_stemmer=use_stemmer)
         per_example.append({t: scores[t].fmeasure for t in ROUGE_TYPES})
     corpus = {t: math.fsum(row[t] for row in per_example) / len(per_example) for t in ROUGE_TYPES}
     if bootstrap:
@@ -104,16 +120,23 @@ def write_predictions_csv(path: Path, examples, predictions, per_example: list[d
 def write_side_by_side(path: Path, examples, prompts, predictions, title: str, count: int = 5) -> None:
     lines = [f"# {title}", ""]
     for ex, prompt, pred in list(zip(examples, prompts, predictions))[:count]:
-        lines += [f"## {ex.id}", "", "**Prompt**", "", "```", prompt.rstrip(), "```", ""]
+        lines += [f"## {ex.id}", ""]
+        if prompt:  # a file of predictions scored by --mode score may hold no prompt
+            lines += ["**Prompt**", "", "```", prompt.rstrip(), "```", ""]
         lines += ["**Human summary**", "", ex.references[0], "", "**Model summary**", "", pred or "(empty)", "", "---", ""]
     path.write_text("\n".join(lines))
 
 
-def finish_run(output_dir: Path, examples, prompts, predictions, info: dict, use_stemmer: bool = True) -> dict:
-    """Score the predictions, write the three files; return the metrics (`info` plus the corpus scores)."""
-    corpus, per_example = score_corpus(examples, predictions, use_stemmer=use_stemmer)
+def finish_run(output_dir: Path, examples, prompts, predictions, info: dict, use_stemmer: bool = True,
+               sentences: bool = True) -> dict:
+    """Score the predictions, write the three files; return the metrics: `info`, the corpus scores with a seeded
+    95% bootstrap interval ("rouge1_low", "rouge1_high", ...), the stemmer, how Lsum found sentences."""
+    corpus, per_example = score_corpus(examples, predictions, use_stemmer=use_stemmer, sentences=sentences,
+                                       bootstrap=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED)
     metrics = {**info, "examples": len(examples), **corpus, "use_stemmer": use_stemmer,
-               "rougeLsum_sentences": LSUM_SENTENCE_NOTE, "output_dir": str(output_dir)}
+               "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "confidence": 0.95},
+               "rougeLsum_sentences": LSUM_SENTENCE_NOTE if sentences else LSUM_AS_WRITTEN_NOTE,
+               "output_dir": str(output_dir)}
     write_predictions_csv(output_dir / "predictions.csv", examples, predictions, per_example)
     write_side_by_side(output_dir / "side_by_side.md", examples, prompts, predictions, title=f"{info.get('mode', 'run')}: {info.get('model', '')}")
     write_json_atomic(output_dir / "metrics.json", metrics)

@@ -1,7 +1,8 @@
 """The comparison report: one table of runs, the gains over zero-shot, a few summaries side by side, a bar chart.
 
 Input: finished runs (eval/runs.py reads them). Output: `report.md` and `report.png` in one folder. ROUGE is
-shown in points (F-measure x 100), the way papers print it; metrics.json keeps fractions.
+shown in points (F-measure x 100), the way papers print it, each mean with its seeded 95% bootstrap interval
+where the run recorded one (in brackets, and as error bars); metrics.json keeps fractions.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from eval.memory_table import memory_section
 from eval.rouge import ROUGE_TYPES
+from eval.rouge_ways import with_interval, ways_table
 from eval.runs import Run
 
 HEADINGS = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum"}
@@ -45,17 +47,13 @@ def megabytes(value, scale: float = 1.0) -> str:
     return f"{value / scale:,.1f} MB" if isinstance(value, (int, float)) else NOT_KNOWN
 
 
-def points(fraction: float) -> str:
-    return f"{100 * fraction:.2f}"
-
-
 def scores_table(runs: list[Run]) -> list[str]:
     lines = ["| run | model | " + " | ".join(HEADINGS[t] for t in ROUGE_TYPES)
              + " | trainable params | trainable % | training time | peak memory | artifact size |",
              "|" + " --- |" * (2 + len(ROUGE_TYPES) + 5)]
     for run in runs:
         m = run.metrics
-        values = [run.name, m.get("model", NOT_KNOWN), *(points(m[t]) for t in ROUGE_TYPES),
+        values = [run.name, m.get("model", NOT_KNOWN), *(with_interval(m, t) for t in ROUGE_TYPES),
                   count(m.get("trainable_params")), percent_trainable(m), duration(m.get("train_seconds")),
                   megabytes(m.get("peak_memory_mb")), megabytes(m.get("artifact_bytes"), scale=1e6)]
         lines.append("| " + " | ".join(cell(v) for v in values) + " |")
@@ -83,8 +81,10 @@ def side_by_side(runs: list[Run], how_many: int = 3) -> list[str]:
     lines = []
     for dialogue_id in shared:
         first = by_id[0][dialogue_id]
-        lines += [f"### {dialogue_id}", "", "```text", first["dialogue"].strip(), "```", "",
-                  f"- **human**: {first['reference_1'].strip() or '(empty)'}"]
+        lines += [f"### {dialogue_id}", ""]
+        if first["dialogue"].strip():  # a predictions file scored by --mode score may not hold the dialogue
+            lines += ["```text", first["dialogue"].strip(), "```", ""]
+        lines.append(f"- **human**: {first['reference_1'].strip() or '(empty)'}")
         lines += [f"- **{run.name}**: {rows[dialogue_id]['prediction'].strip() or '(empty)'}"
                   for run, rows in zip(runs, by_id)]
         lines.append("")
@@ -113,7 +113,13 @@ def draw_chart(runs: list[Run], path: Path) -> None:
     width = 0.8 / len(runs)
     for i, run in enumerate(runs):
         xs = [k + (i - (len(runs) - 1) / 2) * width for k in range(len(ROUGE_TYPES))]
-        bars = ax.bar(xs, [100 * run.metrics[t] for t in ROUGE_TYPES], width, label=run.name)
+        m = run.metrics
+        heights = [100 * m[t] for t in ROUGE_TYPES]
+        errors = None  # the 95% interval as error bars, where the run recorded one: (2, types), below and above
+        if all(f"{t}_low" in m and f"{t}_high" in m for t in ROUGE_TYPES):
+            errors = [[100 * (m[t] - m[f"{t}_low"]) for t in ROUGE_TYPES],
+                      [100 * (m[f"{t}_high"] - m[t]) for t in ROUGE_TYPES]]
+        bars = ax.bar(xs, heights, width, label=run.name, yerr=errors, capsize=2)
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
     ax.set_xticks(range(len(ROUGE_TYPES)), [HEADINGS[t] for t in ROUGE_TYPES])
     ax.set_ylabel("F-measure (points)")
@@ -143,9 +149,14 @@ def write_report(runs: list[Run], out_dir: Path, notes: list[str] = ()) -> Path:
     lsum = runs[0].metrics.get("rougeLsum_sentences")
     if lsum:
         lines += [f"{lsum}.", ""]
-    lines += ["## Scores", "", *scores_table(runs), "", "![ROUGE of each run](report.png)", ""]
+    lines += ["## Scores", "", "ROUGE in points with [a seeded 95% bootstrap interval of the mean] where the run "
+              "recorded one.", "", *scores_table(runs), "", "![ROUGE of each run](report.png)", ""]
     if len(runs) > 1:
         lines += [f"## Gains over {baseline.name} (points)", "", *gains_table(runs, baseline), ""]
+    for run in runs:  # runs from --mode score: the same predictions scored the ways other tools do
+        if run.metrics.get("ways"):
+            lines += [f"## {run.name}: one set of predictions, several ways to score it", "",
+                      *ways_table(run.metrics["ways"]), ""]
     lines += memory_section([(run.name, run.metrics) for run in runs])
     lines += ["## Side by side", "", *side_by_side(runs)]
     all_notes = [*notes, *consistency_notes(runs)]

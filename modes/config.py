@@ -50,9 +50,10 @@ class GenerationConfig:
     batch_size: int = 8                   # over all processes
     max_new_tokens: int = 200
     use_stemmer: bool = True              # ROUGE's Porter stemmer
+    num_beams: int = 1                    # 1: greedy decoding (the course's); N > 1: beam search
 
     def __post_init__(self):
-        at_least_one(batch_size=self.batch_size, max_new_tokens=self.max_new_tokens)
+        at_least_one(batch_size=self.batch_size, max_new_tokens=self.max_new_tokens, num_beams=self.num_beams)
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ def data_config(args) -> DataConfig:
 
 
 def generation_config(args) -> GenerationConfig:
-    return GenerationConfig(args.batch_size, args.max_new_tokens, args.stemmer)
+    return GenerationConfig(args.batch_size, args.max_new_tokens, args.stemmer, getattr(args, "num_beams", 1))
 
 
 def output_config(args) -> OutputConfig:

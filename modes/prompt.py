@@ -16,7 +16,8 @@ import torch
 from eval.evaluate import finish_run
 from modes.config import data_config, generation_config, output_config, prepare_output_dir
 from prompting.dialogsum import load_split
-from prompting.model import count_parameters, generate_summaries, load_model_and_tokenizer, resolve_device
+from prompting.adapter import apply_adapter, check_adapter_folder
+from prompting.model import count_parameters, generate, load_model_and_tokenizer, mean_length, resolve_device
 from prompting.prompts import build_prompts
 from train_loop.loop import peak_memory_mb
 from train_loop.precision import choose_precision, describe_machine
@@ -41,6 +42,8 @@ def shots_for(mode: str, shots: int | None) -> int:
 def run(args) -> dict:
     data, gen, output = data_config(args), generation_config(args), output_config(args)
     shots = shots_for(args.mode, args.shots)
+    if getattr(args, "adapter", None):  # before anything slow: the folder must be an adapter's
+        check_adapter_folder(args.adapter)
     examples = load_split(data.source, data.split, data.max_eval_samples, data.seed)
     train = load_split(data.source, "train", data.max_train_samples, data.seed) if shots else None
     if shots and data.split == "train":
@@ -53,6 +56,8 @@ def run(args) -> dict:
     out = prepare_output_dir(output.folder, overwrite=output.overwrite)
 
     model, tokenizer = load_model_and_tokenizer(args.model, args.random_init, data.seed)
+    # A LoRA adapter trained on --model, merged into the weights (prompting/adapter.py)
+    adapter_info = apply_adapter(model, args.adapter, base_model=args.model) if getattr(args, "adapter", None) else {}
     model.to(device)
     log.info("%s with %s on %s, %s; %s; writing to %s", args.mode, args.model, device, describe_machine(device),
              precision_reason, out)
@@ -62,9 +67,9 @@ def run(args) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    predictions = generate_summaries(model, tokenizer, prompt_set.prompts, batch_size=gen.batch_size,
-                                     max_new_tokens=gen.max_new_tokens, device=device,
-                                     max_input_tokens=data.max_input_tokens, precision=precision)
+    generated = generate(model, tokenizer, prompt_set.prompts, batch_size=gen.batch_size,
+                         max_new_tokens=gen.max_new_tokens, device=device, max_input_tokens=data.max_input_tokens,
+                         precision=precision, num_beams=gen.num_beams)
     seconds = time.perf_counter() - start
 
     info = {
@@ -72,8 +77,9 @@ def run(args) -> dict:
         "split": data.split, "seed": data.seed, "device": str(device), "machine": describe_machine(device),
         "precision": precision, "precision_reason": precision_reason, "batch_size": gen.batch_size,
         "max_new_tokens": gen.max_new_tokens, "max_input_tokens": data.max_input_tokens,
+        "num_beams": gen.num_beams, "gen_len": mean_length(generated.lengths), **adapter_info,
         "trainable_params": 0, "total_params": count_parameters(model)[1], "train_seconds": 0.0,
         "generation_seconds": round(seconds, 2), "peak_memory_mb": round(peak_memory_mb(device), 1),
         "artifact_bytes": 0, "prompt_stats": prompt_set.stats.as_dict(),
     }
-    return finish_run(out, examples, prompt_set.prompts, predictions, info, use_stemmer=gen.use_stemmer)
+    return finish_run(out, examples, prompt_set.prompts, generated.texts, info, use_stemmer=gen.use_stemmer)

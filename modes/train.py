@@ -21,7 +21,7 @@ import torch
 from eval.evaluate import finish_run, plot_loss_curve
 from modes.config import DataConfig, RunConfig, check_disk_space, prepare_folder, run_config
 from prompting.dialogsum import load_split
-from prompting.model import count_parameters, generate_summaries, load_model_and_tokenizer, resolve_device
+from prompting.model import count_parameters, generate, load_model_and_tokenizer, mean_length, resolve_device
 from prompting.prompts import build_prompts
 from train_loop import checkpoint as ckpt
 from train_loop.data import batches_by_epoch, check_batch_split
@@ -55,6 +55,9 @@ def run(args) -> dict:
     c = run_config(args)
     if args.merge and args.mode != "lora":
         raise ValueError("--merge merges a LoRA adapter: use it with --mode lora")
+    if getattr(args, "adapter", None):
+        raise ValueError("--adapter summarises with an adapter already trained: use it with --mode zero-shot "
+                         "(or one-shot / few-shot)")
     processes = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's; checked before any process waits on another
     check_batch_split(args.batch_size, processes)
     device = resolve_device(args.device)
@@ -162,12 +165,14 @@ def evaluate(args, c: RunConfig, model, tokenizer, out, device, info: dict, ddp)
     # The zero-shot prompt the model was trained on, cut inside the template as in training (train_loop/data.py)
     prompts = build_prompts(examples, tokenizer, shots=0, seed=data.seed, max_tokens=data.max_input_tokens).prompts
     start = time.perf_counter()
-    mine = generate_summaries(model, tokenizer, ddp.share(prompts) if ddp else prompts,
-                              batch_size=gen.batch_size // (ddp.world_size if ddp else 1),
-                              max_new_tokens=gen.max_new_tokens, device=device, max_input_tokens=data.max_input_tokens,
-                              progress=ddp is None or ddp.main, precision=info["precision"])
-    predictions = ddp.gather_shares(mine) if ddp else mine
+    mine = generate(model, tokenizer, ddp.share(prompts) if ddp else prompts,
+                    batch_size=gen.batch_size // (ddp.world_size if ddp else 1),
+                    max_new_tokens=gen.max_new_tokens, device=device, max_input_tokens=data.max_input_tokens,
+                    progress=ddp is None or ddp.main, precision=info["precision"], num_beams=gen.num_beams)
+    predictions = ddp.gather_shares(mine.texts) if ddp else mine.texts
+    lengths = ddp.gather_shares(mine.lengths) if ddp else mine.lengths
     info["generate_seconds"] = round(time.perf_counter() - start, 1)
+    info["num_beams"], info["gen_len"] = gen.num_beams, mean_length(lengths)
 
     def finish() -> dict:  # rank 0
         if args.merge:

@@ -1,4 +1,4 @@
-"""FLAN-T5 and its tokenizer, pretrained or with random weights, and greedy summaries from it.
+"""FLAN-T5 and its tokenizer, pretrained or with random weights, and summaries from it.
 
 * `load_pretrained(name_or_folder)`: what a user runs, `from_pretrained` on a hub id or a local folder.
 * `build_random_init(config_folder)`: for tests and benchmarks where no weights can be downloaded: the architecture
@@ -10,8 +10,9 @@ alone ties them: 60,511,616 parameters (flan-t5-small) instead of 76,961,152. We
 `encoder.embed_tokens` == `decoder.embed_tokens`) and give the model its own, independently initialised `lm_head`
 (a clone of `shared` would be re-tied by `from_pretrained` on reload).
 
-`generate_summaries` sorts the prompts by token length (longest first, so an out-of-memory error shows in the first
-batch), decodes greedily as the course does (`do_sample=False`, one beam) and puts the summaries back in order.
+`generate` sorts the prompts by token length (longest first, so an out-of-memory error shows in the first batch),
+decodes greedily as the course does (`do_sample=False`, one beam; beam search with `num_beams` > 1) and puts the
+summaries back in order.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -179,28 +181,55 @@ def hub_is_reachable(timeout: float = 3.0) -> bool:
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+class Generated(NamedTuple):
+    """The summaries in the order of the prompts, and each one's generated length in tokens."""
+
+    texts: list[str]
+    lengths: list[int]
+
+
+def mean_length(lengths: list[int]) -> float:
+    """`gen_len`: the mean generated length in tokens, over the summaries."""
+    return round(sum(lengths) / len(lengths), 2) if lengths else 0.0
+
+
 def generate_summaries(model, tokenizer, prompts: list[str], batch_size: int = 8, max_new_tokens: int = 200,
                        device=None, max_input_tokens: int = 512, progress: bool = True,
-                       precision: str = "fp32") -> list[str]:
-    """`precision` as train_loop/precision.py chose it: 'bf16' or 'fp16' generate under autocast, as training
-    validates; 'fp32' keeps the model's dtype. (Autocast is written out here: prompting/ does not import train_loop/.)"""
+                       precision: str = "fp32", num_beams: int = 1) -> list[str]:
+    """The summaries alone (see `generate`)."""
+    return generate(model, tokenizer, prompts, batch_size, max_new_tokens, device, max_input_tokens, progress,
+                    precision, num_beams).texts
+
+
+def generate(model, tokenizer, prompts: list[str], batch_size: int = 8, max_new_tokens: int = 200, device=None,
+             max_input_tokens: int = 512, progress: bool = True, precision: str = "fp32",
+             num_beams: int = 1) -> Generated:
+    """Summarise every prompt; `num_beams` 1 is greedy decoding, more is beam search over that many beams.
+    `precision` as train_loop/precision.py chose it: 'bf16' or 'fp16' generate under autocast, as training
+    validates; 'fp32' keeps the model's dtype. (Autocast is written out here: prompting/ does not import train_loop/.)
+    Each summary's length is counted as the Hugging Face summarisation example's `gen_len` counts it: the generated
+    ids that are not padding (the decoder's start token <pad> is not counted, the closing </s> is)."""
+    if num_beams <= 0:
+        raise ValueError(f"--num-beams must be 1 (greedy) or more (beam search), got {num_beams}")
     if batch_size <= 0:
         raise ValueError(f"--batch-size must be positive, got {batch_size}")
     if max_new_tokens <= 0:
         raise ValueError(f"--max-new-tokens must be positive, got {max_new_tokens}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    lengths = [len(ids) for ids in tokenizer(prompts, verbose=False).input_ids]
-    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+    prompt_lengths = [len(ids) for ids in tokenizer(prompts, verbose=False).input_ids]
+    order = sorted(range(len(prompts)), key=lambda i: -prompt_lengths[i])
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
     model.eval()
     summaries: list[str] = [""] * len(prompts)
+    lengths: list[int] = [0] * len(prompts)
     autocast = contextlib.nullcontext() if precision == "fp32" else torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])
     with torch.inference_mode(), autocast:
         for batch in tqdm(batches, desc="generating", unit="batch", disable=not progress):
             enc = tokenizer([prompts[i] for i in batch], padding=True, truncation=True,
                             max_length=max_input_tokens, return_tensors="pt").to(device)  # (B, T_in)
-            out = model.generate(**enc, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens)  # (B, T_out)
-            for i, text in zip(batch, tokenizer.batch_decode(out, skip_special_tokens=True)):
-                summaries[i] = text.strip()
-    return summaries
+            out = model.generate(**enc, do_sample=False, num_beams=num_beams, max_new_tokens=max_new_tokens)  # (B, T_out)
+            counts = (out != tokenizer.pad_token_id).sum(dim=1).tolist()  # (B,): tokens generated, not padding
+            for i, text, count in zip(batch, tokenizer.batch_decode(out, skip_special_tokens=True), counts):
+                summaries[i], lengths[i] = text.strip(), count
+    return Generated(summaries, lengths)

@@ -15,6 +15,8 @@ try:  # the only step that may reach the hub: SHARED_DIR, then shared/ beside th
 except resources.Missing as err:
     FOUND, MISSING = None, str(err)
 DATA_DIR = FOUND.data if FOUND else Path("<missing>/data/dialogsum")
+# The course's dialogue-summary-training-results.csv ships with the repository (data/course/README.md).
+COURSE_DIR = REPO / "data" / "course"
 SMALL_DIR = FOUND.small if FOUND else Path("<missing>/models/flan-t5-small")
 BASE_DIR = FOUND.base if FOUND else Path("<missing>/models/flan-t5-base")
 

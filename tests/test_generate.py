@@ -40,3 +40,25 @@ def test_impossible_numbers_are_refused(model, tokenizer):
         generate_summaries(model, tokenizer, PROMPTS, batch_size=0)
     with pytest.raises(ValueError, match="--max-new-tokens must be positive"):
         generate_summaries(model, tokenizer, PROMPTS, max_new_tokens=0)
+
+
+def test_gen_len_counts_the_generated_tokens_that_are_not_padding(model, tokenizer):
+    """As the Hugging Face summarisation example: the decoder's start (<pad>) is not counted, the ids after it
+    are, up to and including </s>; a batch padded to its longest summary counts each one's own length."""
+    from prompting.model import generate, mean_length
+
+    generated = generate(model, tokenizer, PROMPTS, batch_size=4, max_new_tokens=6, progress=False)
+    for prompt, length in zip(PROMPTS, generated.lengths):
+        enc = tokenizer([prompt], return_tensors="pt")
+        out = model.generate(**enc, do_sample=False, num_beams=1, max_new_tokens=6)[0]  # (1 + T_out,)
+        assert out[0] == tokenizer.pad_token_id and length == len(out) - 1
+    assert mean_length(generated.lengths) == round(sum(generated.lengths) / len(PROMPTS), 2)
+
+
+def test_beam_search_is_offered_and_checked(model, tokenizer):
+    from prompting.model import generate
+
+    beams = generate(model, tokenizer, PROMPTS, batch_size=2, max_new_tokens=6, progress=False, num_beams=3)
+    assert len(beams.texts) == len(PROMPTS) and all(0 < n <= 6 + 1 for n in beams.lengths)
+    with pytest.raises(ValueError, match="--num-beams must be 1"):
+        generate(model, tokenizer, PROMPTS, num_beams=0)

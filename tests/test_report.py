@@ -53,8 +53,10 @@ def test_report_has_the_table_gains_side_by_side_and_chart(tmp_path, two_runs):
     zero, lora = (json.loads((folder / "metrics.json").read_text()) for folder in two_runs)
     assert "| run | model | ROUGE-1 | ROUGE-2 | ROUGE-L | ROUGE-Lsum | trainable params | trainable % |" in report
     for name, m in (("zero-shot", zero), ("lora", lora)):
-        row = f"| {name} | flan-t5-small | " + " | ".join(f"{100 * m[t]:.2f}" for t in ROUGE_TYPES) + " |"
-        assert row in report
+        # each mean with its seeded 95% bootstrap interval, which finish_run records
+        cells = [f"{100 * m[t]:.2f} [{100 * m[t + '_low']:.1f}, {100 * m[t + '_high']:.1f}]" for t in ROUGE_TYPES]
+        assert m["rouge1_low"] <= m["rouge1"] <= m["rouge1_high"]
+        assert f"| {name} | flan-t5-small | " + " | ".join(cells) + " |" in report
     assert "| 344,064 | 0.447% | 1h 06m 40s | 1,234.5 MB | 1.4 MB |" in report
     assert "## Gains over zero-shot (points)" in report
     assert "| lora | " + " | ".join(f"{100 * (lora[t] - zero[t]):+.2f}" for t in ROUGE_TYPES) + " |" in report
