@@ -118,7 +118,7 @@ def training_runs(cfg) -> None:
               f"{m['tokens_per_s']:.0f} real tokens/s, peak {m['peak_memory_mb']:.0f} MiB, last loss "
               f"{m['final_train_loss']:.3f}")
         ledger = {k.removesuffix("_bytes"): f"{v / 2**20:,.0f}" for k, v in m["memory_ledger"].items() if k.endswith("_bytes")}
-        print(f"   {mode} memory ledger, MiB (train_loop/precision.MemoryLedger): {ledger}")
+        print(f"   {mode} memory ledger, MiB (train_loop/memory.MemoryLedger): {ledger}")
         if m["precision"] != cfg.precision:
             raise AssertionError(f"metrics.json says {m['precision']}, the run asked for {cfg.precision}")
 

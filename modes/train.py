@@ -26,7 +26,8 @@ from prompting.prompts import build_prompts
 from train_loop import checkpoint as ckpt
 from train_loop.data import batches_by_epoch, check_batch_split
 from train_loop.loop import LOG_FILE, read_log, train
-from train_loop.precision import MemoryLedger, choose_precision, describe_machine
+from train_loop.memory import MemoryLedger
+from train_loop.precision import choose_precision, describe_machine
 
 
 def default_lr(mode: str, d_model: int) -> float:
@@ -122,7 +123,7 @@ def train_and_evaluate(args, c: RunConfig, ddp, device) -> dict:
                    "batch_size": args.batch_size, "precision": precision, "optim": asdict(config.optim),
                    "epochs": config.epochs, "max_grad_norm": config.max_grad_norm,
                    "lora": asdict(c.lora) if args.mode == "lora" else None}
-    with MemoryLedger(model, device) as ledger:  # weights, gradients, optimiser state, the rest (precision.py)
+    with MemoryLedger(model, device) as ledger:  # weights, gradients, optimiser state, the rest (memory.py)
         result = train(model, batches["train"], config, device, folder=out, val_batches=batches["validation"](0),
                        resume=c.out.resume, fingerprint=fingerprint, ddp=ddp)
     memory = ledger.result()

@@ -6,7 +6,7 @@ import torch
 from lora.layer import add_lora
 from prompting.model import build_from_config
 from tests.conftest import tiny_t5_config
-from train_loop.precision import MemoryLedger
+from train_loop.memory import MemoryLedger
 
 
 def one_step(model, device=torch.device("cpu")):
