@@ -9,7 +9,7 @@ import torch
 
 import run
 from tests.conftest import SMALL_DIR
-from tests.train_helpers import quick_config, random_batches, tiny_model
+from tests.train_helpers import narrow_model, quick_config, random_batches, tiny_model
 from train_loop import checkpoint as ckpt
 from train_loop.checkpoint_check import damage, resumable_checkpoint
 from train_loop.loop import train
@@ -170,20 +170,6 @@ def test_resume_through_run_py_reports_the_damaged_checkpoint_and_continues(tmp_
     assert f"checkpoint {newest} is damaged" in err and f"Resuming from {ckpt.checkpoint_path(out, 2)}" in err
     assert newest.with_name(newest.name + ".damaged").read_bytes() == damaged_bytes
     assert damage(newest) is None  # the resumed run wrote a whole step-4 again
-
-
-def narrow_model(tmp_path):
-    """flan-t5-small's tokenizer with a config narrowed to d_model 64 and 1+1 blocks: a run in seconds."""
-    import shutil
-
-    folder = tmp_path / "narrow-flan-t5"
-    folder.mkdir()
-    for name in ("spiece.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(SMALL_DIR / name, folder / name)
-    config = json.loads((SMALL_DIR / "config.json").read_text())
-    config.update(d_model=64, d_ff=128, num_heads=2, d_kv=32, num_layers=1, num_decoder_layers=1)
-    (folder / "config.json").write_text(json.dumps(config))
-    return folder
 
 
 # --- no empty run folder -------------------------------------------------------------------------------------------

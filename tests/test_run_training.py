@@ -10,21 +10,13 @@ import torch
 
 import run
 from tests.conftest import DATA_DIR, SMALL_DIR
-from tests.train_helpers import quick_config, random_batches, tiny_model
+from tests.train_helpers import narrow_model, quick_config, random_batches, tiny_model
 from train_loop.loop import train
 
 
 @pytest.fixture
 def narrow_model_dir(tmp_path):
-    """flan-t5-small's config and tokenizer, narrowed to d_model 64 and 1+1 blocks: a run in seconds."""
-    folder = tmp_path / "narrow-flan-t5"
-    folder.mkdir()
-    for name in ("spiece.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(SMALL_DIR / name, folder / name)
-    config = json.loads((SMALL_DIR / "config.json").read_text())
-    config.update(d_model=64, d_ff=128, num_heads=2, d_kv=32, num_layers=1, num_decoder_layers=1)
-    (folder / "config.json").write_text(json.dumps(config))
-    return folder
+    return narrow_model(tmp_path)
 
 
 def fails(argv, capsys) -> str:

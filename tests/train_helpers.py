@@ -1,10 +1,14 @@
 """Small pieces the training-loop tests share: padded random batches, a tiny model, a quick config."""
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import torch
 
 from prompting.model import build_from_config
-from tests.conftest import tiny_t5_config
+from tests.conftest import SMALL_DIR, tiny_t5_config
 from train_loop.loop import TrainConfig
 from train_loop.step import OptimConfig
 
@@ -43,3 +47,15 @@ def quick_config(**overrides) -> TrainConfig:
 def max_weight_difference(a: torch.nn.Module, b: dict[str, torch.Tensor] | torch.nn.Module) -> float:
     other = b.state_dict() if isinstance(b, torch.nn.Module) else b
     return max((p - other[n]).abs().max().item() for n, p in a.state_dict().items())
+
+
+def narrow_model(parent: Path) -> Path:
+    """flan-t5-small's tokenizer with its config narrowed to d_model 64 and 1+1 blocks: a run.py run in seconds."""
+    folder = parent / "narrow-flan-t5"
+    folder.mkdir()
+    for name in ("spiece.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(SMALL_DIR / name, folder / name)
+    config = json.loads((SMALL_DIR / "config.json").read_text())
+    config.update(d_model=64, d_ff=128, num_heads=2, d_kv=32, num_layers=1, num_decoder_layers=1)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
