@@ -24,10 +24,11 @@ from pathlib import Path
 
 PROMPT_MODES = ("zero-shot", "one-shot", "few-shot")
 TRAIN_MODES = ("full", "lora")
-MODES = PROMPT_MODES + TRAIN_MODES + ("compare", "analyse", "sweep", "score")
+MODES = PROMPT_MODES + TRAIN_MODES + ("compare", "analyse", "sweep", "score", "pretrain")
 CPU_KERNELS_DEFAULT = True  # decided by a side-by-side measurement: README, "Speed"
 RUNNERS = {**{mode: "modes.prompt" for mode in PROMPT_MODES}, **{mode: "modes.train" for mode in TRAIN_MODES},
-           "compare": "modes.compare", "analyse": "modes.analyse", "sweep": "modes.sweep", "score": "modes.score"}
+           "compare": "modes.compare", "analyse": "modes.analyse", "sweep": "modes.sweep", "score": "modes.score",
+           "pretrain": "modes.pretrain"}
 # each module has run(args) -> metrics dict, the path of the report it wrote, or (score) its printout
 
 

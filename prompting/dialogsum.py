@@ -15,6 +15,7 @@ same path as the hub itself.
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import random
 import re
@@ -67,7 +68,7 @@ def load_hub(name: str, split: str) -> list[Example]:
     except ConnectionError as err:  # offline: datasets raises ConnectionError ("Couldn't reach ... on the Hub")
         raise ValueError(
             f"cannot reach the Hugging Face hub for {name!r} (this machine is offline?); "
-            "pass a local folder with --data (one holding dialogsum.{train,dev,test}.jsonl)"
+            "pass a local folder with --data, such as --data data/dialogsum (DialogSum as this repository ships it)"
         ) from err
     except (OSError, ValueError) as err:  # unknown dataset, unknown split, ...
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -118,7 +119,7 @@ def example_from_row(row: dict, where: str) -> Example:
 
 def load_local(folder: Path, split: str) -> list[Example]:
     path = split_file(folder, split)
-    rows = read_jsonl(path) if path.suffix == ".jsonl" else read_csv(path)
+    rows = read_jsonl(path) if ".jsonl" in path.suffixes else read_csv(path)
     try:
         examples = group_references(rows)
     except UnicodeDecodeError as err:  # the reader decodes in blocks: find the line from the byte offset
@@ -132,7 +133,7 @@ def load_local(folder: Path, split: str) -> list[Example]:
 
 def bad_utf8_line(path: Path) -> int:
     """The 1-based line of the first byte in `path` that is not UTF-8."""
-    raw = path.read_bytes()
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -141,20 +142,28 @@ def bad_utf8_line(path: Path) -> int:
 
 
 def split_file(folder: Path, split: str) -> Path:
-    """The file that holds `split`: the official name first, then the hub's names."""
+    """The file that holds `split`: the official name first, then the hub's names; each may be gzipped (`.gz`, as
+    this repository ships DialogSum in data/dialogsum/)."""
     expected = (f"{OFFICIAL_FILES[split]} (official layout) or {split}.jsonl / {split}.csv (the hub's layout)")
     if not folder.is_dir():
         what = "is a file, not a folder" if folder.exists() else "does not exist"
         raise FileNotFoundError(f"data folder {folder} {what}; expected a folder with {expected}, "
                                 "or a hub id such as knkarthick/dialogsum")
     for name in (OFFICIAL_FILES[split], *(split + suffix for suffix in HUB_SUFFIXES)):
-        if (folder / name).is_file():
-            return folder / name
+        for candidate in (folder / name, folder / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
     raise FileNotFoundError(f"data folder {folder} has no file for split {split!r}: expected {expected}")
 
 
+def open_text(path: Path):
+    """A text file, or a gzipped one (`.gz`), read as UTF-8."""
+    return gzip.open(path, "rt", encoding="utf-8", newline="") if path.suffix == ".gz" else \
+        open(path, encoding="utf-8", newline="")
+
+
 def read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
-    with open(path, encoding="utf-8") as f:
+    with open_text(path) as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -169,7 +178,7 @@ def read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
 
 def read_csv(path: Path) -> Iterator[tuple[str, dict]]:
     """Rows of a CSV with a header; a dialogue spans several physical lines, so we report where its row starts."""
-    with open(path, encoding="utf-8", newline="") as f:
+    with open_text(path) as f:
         reader = csv.DictReader(f)
         start = 2  # line 1 is the header
         try:

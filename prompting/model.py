@@ -75,8 +75,9 @@ def load_model_and_tokenizer(name: str, random_init: bool = False, seed: int = 0
 
 
 def hub_error(name: str) -> ValueError:
-    return ValueError(f"cannot reach the Hugging Face hub for {name!r} (this machine is offline?); "
-                      "pass a local folder with --model")
+    return ValueError(f"cannot reach the Hugging Face hub for {name!r} (this machine is offline?); pass a local "
+                      "folder with --model, such as --model models/baby-flan-t5 (the small model this repository "
+                      "ships, with --data data/dialogsum)")
 
 
 def check_model_folder(folder: str | os.PathLike, need_weights: bool) -> Path:

@@ -2,15 +2,18 @@
 
 Each of the three is looked for in this order, and taken from the first place that has all its files:
 
-1. the folder named by the environment variable `SHARED_DIR`;
-2. `shared/` beside the repository's folder, the layout of this project's own machines;
-3. the Hugging Face hub, downloaded once into its usual cache (`~/.cache/huggingface`, or `HF_HOME`):
+1. the repository itself, which ships them: `data/dialogsum/` (gzipped) and `models/flan-t5-{small,base}/`
+   (config and tokenizer, no weights), so a bare clone passes the suite offline;
+2. the folder named by the environment variable `SHARED_DIR`;
+3. `shared/` beside the repository's folder, the layout of this project's own machines;
+4. the Hugging Face hub, downloaded once into its usual cache (`~/.cache/huggingface`, or `HF_HOME`):
    `google/flan-t5-small` and `google/flan-t5-base` without their weights (`snapshot_download` with
    `allow_patterns`: the config and tokenizer files only, about 3 MB each; the tests build the architecture with
    random weights), and the dataset `knkarthick/dialogsum` (its CSV files, about 15 MB), rewritten once into the
    official release's layout the tests read (`dialogsum.{train,dev,test}.jsonl`, test with `summary1..3`).
 
-A folder for 1 or 2 holds `data/dialogsum/dialogsum.{train,dev,test}.jsonl` and `models/flan-t5-{small,base}/`.
+A folder for 1-3 holds `data/dialogsum/dialogsum.{train,dev,test}.jsonl` (or `.jsonl.gz`) and
+`models/flan-t5-{small,base}/`.
 When something is in none of the three places, `find` raises `Missing` with one message that says what is missing
 where and what to set; conftest.py stops the whole run with it.
 """
@@ -45,12 +48,14 @@ class Missing(Exception):
 
 
 def local_roots(env: dict, repo: Path) -> list[tuple[str, Path]]:
-    roots = [("SHARED_DIR=" + env["SHARED_DIR"], Path(env["SHARED_DIR"]))] if env.get("SHARED_DIR") else []
+    roots = [(f"{repo} (the repository)", repo)]
+    roots += [("SHARED_DIR=" + env["SHARED_DIR"], Path(env["SHARED_DIR"]))] if env.get("SHARED_DIR") else []
     return roots + [(f"{repo.parent / 'shared'} (beside the repository)", repo.parent / "shared")]
 
 
 def has_all(folder: Path, names) -> bool:
-    return all((folder / name).is_file() for name in names)
+    """Every file is there, as named or gzipped (`name.gz`: the loaders read both)."""
+    return all((folder / name).is_file() or (folder / f"{name}.gz").is_file() for name in names)
 
 
 def find(env: dict | None = None, repo: Path = REPO, download: Callable | None = None,

@@ -14,6 +14,7 @@ from rouge_score import rouge_scorer
 from eval.evaluate import LSUM_SENTENCE_NOTE, finish_run, score_corpus, split_sentences
 from eval.rouge import ROUGE_TYPES, tokenize
 from tests.conftest import DATA_DIR
+from prompting.dialogsum import open_text, split_file
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class Example:
 
 
 def dialogsum_test(n: int) -> list[Example]:
-    with open(DATA_DIR / "dialogsum.test.jsonl") as f:
+    with open_text(split_file(DATA_DIR, "test")) as f:  # .jsonl or .jsonl.gz
         rows = [json.loads(line) for _, line in zip(range(n), f)]
     return [Example(r["fname"], r["dialogue"], (r["summary1"], r["summary2"], r["summary3"]), r["topic1"]) for r in rows]
 

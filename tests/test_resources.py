@@ -1,5 +1,5 @@
-"""tests/resources.py: the data and model files come from SHARED_DIR, then shared/ beside the repository, then the
-hub (faked here: no test reaches the network); with none of them, one message says what to set."""
+"""tests/resources.py: the data and model files come from the repository, then SHARED_DIR, then shared/ beside the
+repository, then the hub (faked here: no test reaches the network); with none of them, one message says what to set."""
 import csv
 import json
 
@@ -68,6 +68,19 @@ def test_shared_dir_comes_first_then_the_folder_beside_the_repository(tmp_path):
     found = resources.find({}, repo, download=hub, cache=tmp_path / "cache")
     assert found.data == tmp_path / "work" / "shared" / "data" / "dialogsum"
     assert hub.calls == []  # nothing downloaded while a local folder has it
+
+
+def test_the_repository_comes_first_and_ships_all_three(tmp_path):
+    repo = shared(tmp_path / "work" / "repo")
+    shared(tmp_path / "work" / "shared")
+    hub = FakeHub(tmp_path / "hub")
+    found = resources.find({"SHARED_DIR": str(shared(tmp_path / "mine"))}, repo, download=hub)
+    assert (found.data, found.small, found.base) == (repo / "data" / "dialogsum", repo / "models" / "flan-t5-small",
+                                                     repo / "models" / "flan-t5-base")
+    assert hub.calls == []
+    real = resources.find({}, resources.REPO, download=FakeHub(tmp_path / "hub2", fail=True))  # this clone, offline
+    assert real.data == resources.REPO / "data" / "dialogsum" and real.small.parent == resources.REPO / "models"
+    assert len(load_split(str(real.data), "test")) == 500  # the gzipped files the repository ships
 
 
 def test_the_hub_is_last_config_and_tokenizer_only_and_the_data_is_rewritten_once(tmp_path):

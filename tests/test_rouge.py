@@ -13,6 +13,7 @@ from rouge_score import rouge_scorer, tokenizers
 
 from eval import rouge
 from eval.rouge import ROUGE_TYPES
+from prompting.dialogsum import open_text, split_file
 from tests.conftest import DATA_DIR
 
 TOLERANCE = 1e-12
@@ -29,7 +30,7 @@ HARD_CASES = [
 
 
 def load_dialogsum_test_summaries() -> list[tuple[str, str, str]]:
-    with open(DATA_DIR / "dialogsum.test.jsonl") as f:
+    with open_text(split_file(DATA_DIR, "test")) as f:  # .jsonl or .jsonl.gz
         rows = [json.loads(line) for line in f]
     return [(row["summary1"], row["summary2"], row["summary3"]) for row in rows]
 

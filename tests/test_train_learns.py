@@ -11,6 +11,7 @@ import torch
 from transformers import T5Config
 
 from prompting.model import build_from_config, load_tokenizer
+from prompting.dialogsum import open_text
 from tests.conftest import DATA_DIR, SMALL_DIR
 from train_loop.loop import TrainConfig, train, validation_loss
 from train_loop.step import OptimConfig
@@ -21,7 +22,7 @@ PROMPT = "Summarize the following conversation.\n\n{}\n\nSummary: "  # the cours
 
 def encoded(tokenizer, file: str, count: int) -> list[tuple[list[int], list[int]]]:
     """A few rows of the official jsonl, tokenised; stands in for prompting.dialogsum + train_loop.data."""
-    with open(DATA_DIR / file) as f:
+    with open_text(next(DATA_DIR.glob(file + '*'))) as f:  # .jsonl, or .jsonl.gz as the repository ships it
         rows = [json.loads(line) for line, _ in zip(f, range(count))]
     return [(tokenizer(PROMPT.format(r["dialogue"]), max_length=128, truncation=True).input_ids,
              tokenizer(r["summary"], max_length=48, truncation=True).input_ids) for r in rows]

@@ -1,0 +1,149 @@
+"""`python run.py --mode pretrain`: make a small FLAN-style T5 from scratch (pretrain/), the model the study runs on
+when no FLAN-T5 weights can be had (models/baby-flan-t5/).
+
+The architecture is `--model`'s config.json (T5 v1.1's layout: gated-GELU, untied head; FLAN-T5's tokenizer), every
+weight random, no dropout (T5 v1.1 pretrains without). The data is DialogSum's train split as pretrain/mixture.py
+streams it: span corruption and instructions that are not summarisation; `--max-val-samples` train dialogues
+(default 256) are held out of the stream to measure the validation loss on. Then it is full training like any other:
+the project's loop, checkpoints (`--save-every`, `--resume`), precision rule and run folder. The weights with the
+lowest validation loss are saved in bf16 (half the bytes; every mode loads them as fp32) as `model/`, with a model
+card that says how they were made.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+from eval.evaluate import plot_loss_curve, write_json_atomic
+from modes.config import check_disk_space, data_config, output_config, prepare_folder, train_config
+from pretrain.mixture import Text, pretraining_batches
+from prompting.dialogsum import load_split
+from prompting.model import build_from_config, count_parameters, load_tokenizer, resolve_device
+from train_loop import checkpoint as ckpt
+from train_loop.loop import LOG_FILE, read_log, train
+from train_loop.precision import choose_precision, describe_machine
+
+DEFAULT_LR = 1e-3
+HELD_OUT = 256  # train dialogues kept out of the stream for the validation loss, unless --max-val-samples says
+
+
+def texts_of_train_split(source: str, limit: int | None, seed: int) -> list[Text]:
+    """The train split's dialogues and topics: all pretraining may read (never a summary, never another split)."""
+    return [Text(ex.dialogue, ex.topic) for ex in load_split(source, "train", limit, seed)]
+
+
+def build_model(folder: str, seed: int):
+    """`folder`'s architecture with random weights, dropout off; the config keeps its dropout for fine-tuning."""
+    from transformers import T5Config
+
+    config = T5Config.from_pretrained(folder)
+    fine_tuning_dropout, config.dropout_rate = config.dropout_rate, 0.0
+    model = build_from_config(config, seed=seed, untied_head=True)
+    model.config.dropout_rate = fine_tuning_dropout  # saved with the model; the modules built above have p = 0
+    return model
+
+
+def run(args) -> dict:
+    data, out_cfg = data_config(args), output_config(args)
+    if args.random_init or getattr(args, "adapter", None) or args.merge:
+        raise ValueError("--mode pretrain always starts from random weights and trains them all: leave out "
+                         "--random-init, --adapter and --merge")
+    from prompting.model import check_model_folder
+
+    check_model_folder(args.model, need_weights=False)
+    device = resolve_device(args.device)
+    precision, precision_reason = choose_precision(args.precision, device)
+    config = train_config(args, precision)
+    config = replace(config, optim=replace(config.optim, lr=args.lr or DEFAULT_LR))
+    out = prepare_folder(out_cfg.folder, "pretrain", args.model, out_cfg.overwrite, out_cfg.resume)
+    tokenizer = load_tokenizer(args.model)
+    model = build_model(args.model, data.seed)
+    if args.cpu_kernels and device.type == "cpu":
+        from train_loop.cpu_speed import speed_up_on_cpu
+
+        speed_up_on_cpu(model)
+    trainable, total = count_parameters(model)
+    check_disk_space(out, trainable, total, "full")
+
+    texts = texts_of_train_split(data.source, data.max_train_samples, data.seed)
+    held_out = data.max_val_samples or HELD_OUT
+    if len(texts) <= held_out:
+        raise ValueError(f"--max-val-samples {held_out}: the train split has {len(texts)} dialogues; keep fewer "
+                         f"out for validation")
+    random.Random(data.seed).shuffle(texts)
+    stream, validation = texts[held_out:], texts[:held_out]
+    batches = pretraining_batches(stream, tokenizer, args.batch_size, data.seed, data.max_input_tokens,
+                                  data.max_target_tokens)
+    val_batches = pretraining_batches(validation, tokenizer, args.batch_size, data.seed + 1, data.max_input_tokens,
+                                      data.max_target_tokens)(0)
+    print(f"pretraining {args.model}'s architecture from scratch: {total:,} parameters; {len(stream):,} train "
+          f"dialogues x 2 examples an epoch ({held_out} held out), batch {args.batch_size}, lr {config.optim.lr:g}, "
+          f"{device.type}; {precision_reason}; writing to {out}", file=sys.stderr)
+    fingerprint = {"mode": "pretrain", "model": args.model, "data": data.source, "seed": data.seed,
+                   "samples": [data.max_train_samples, held_out], "tokens": [data.max_input_tokens,
+                   data.max_target_tokens], "batch_size": args.batch_size, "precision": precision,
+                   "optim": asdict(config.optim), "epochs": config.epochs}
+    result = train(model, batches, config, device, folder=out, val_batches=val_batches, resume=out_cfg.resume,
+                   fingerprint=fingerprint)
+    plot_loss_curve(read_log(out / LOG_FILE), out / "loss_curve.png", title=f"pretraining: {args.model}")
+    if result.interrupted:
+        print(f"stopped after step {result.progress.step}; checkpoint {result.checkpoint}; --resume continues",
+              file=sys.stderr)
+        raise KeyboardInterrupt
+    ckpt.load_best(out, model)
+    p = result.progress
+    info = {"mode": "pretrain", "model": args.model, "data": data.source, "device": device.type,
+            "machine": describe_machine(device), "precision": precision, "precision_reason": precision_reason,
+            "lr": config.optim.lr, "warmup_steps": config.optim.warmup_steps, "schedule": config.optim.schedule,
+            "batch_size": args.batch_size, "seed": data.seed, "steps": p.step, "epochs": round(p.step / max(1,
+            len(batches(0))), 3), "train_dialogues": len(stream), "held_out_dialogues": held_out, "tokens": p.tokens,
+            "tokens_per_s": round(p.tokens / max(p.train_seconds, 1e-9), 1), "train_seconds": round(p.train_seconds, 1),
+            "final_train_loss": p.losses[-1] if p.losses else None, "best_val_loss": p.best_val_loss,
+            "best_step": p.best_step, "total_params": total, "peak_memory_mb": round(result.peak_memory_mb, 1),
+            "command": "python run.py " + " ".join(sys.argv[1:]), "output_dir": str(out)}
+    info["weights_sha256"] = save_bf16(model, tokenizer, out / "model")
+    write_json_atomic(out / "metrics.json", info)
+    (out / "model" / "README.md").write_text(model_card(info))
+    info["printout"] = (f"pretrained {p.step} steps ({p.tokens:,} tokens, {p.train_seconds / 60:.1f} min): best "
+                        f"validation loss {p.best_val_loss:.4f} at step {p.best_step}; the model is in {out}/model")
+    return info
+
+
+def save_bf16(model, tokenizer, folder: Path) -> str:
+    """`save_pretrained` in bf16 and the tokenizer beside it; returns the weights' sha256."""
+    model.to(torch.bfloat16).save_pretrained(folder)
+    model.float()
+    tokenizer.save_pretrained(folder)
+    return hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+
+
+def model_card(info: dict) -> str:
+    minutes = info["train_seconds"] / 60
+    return f"""# baby-flan-t5: a small FLAN-style T5 pretrained on DialogSum's train dialogues
+
+Made by this project's `--mode pretrain` (modes/pretrain.py, pretrain/): T5 v1.1's layout (gated-GELU, untied
+head), FLAN-T5's tokenizer, {info['total_params']:,} parameters, stored in bf16.
+
+| | |
+| --- | --- |
+| command | `{info['command']}` |
+| data | DialogSum train: {info['train_dialogues']:,} dialogues, each epoch one span-corruption example (15% of tokens, mean span 3) and one instruction (topic, speaker, continuation) per dialogue; {info['held_out_dialogues']} held out for the validation loss. No summary of any split, no validation or test dialogue |
+| steps | {info['steps']:,} of batch {info['batch_size']} ({info['epochs']} epochs), lr {info['lr']:g}, {info['warmup_steps']} warmup steps, {info['schedule']} schedule, AdamW, seed {info['seed']} |
+| tokens | {info['tokens']:,} (inputs + labels, no padding), {info['tokens_per_s']:,.0f} per second |
+| time | {minutes:.1f} minutes of training |
+| machine | {info['machine']}; {info['precision']} ({info['precision_reason']}) |
+| final losses | train {info['final_train_loss']:.4f}; best validation {info['best_val_loss']:.4f} (step {info['best_step']}) |
+| weights sha256 | `{info['weights_sha256']}` |
+
+Licences: the tokenizer is FLAN-T5's (google/flan-t5-small), Apache-2.0; the weights are trained on DialogSum
+(Chen et al. 2021), CC BY-NC-SA 4.0, and carry its terms: non-commercial, share alike, attribution.
+
+It knows dialogues, not the world: a baby model for learning how fine-tuning works, far below FLAN-T5.
+"""
