@@ -183,3 +183,16 @@ def test_an_older_checkpoint_with_every_gpus_rng_restores_this_processs_entry(mo
     resuming.set_on.clear()
     ckpt.set_rng_state({**cpu_state, "cuda": []})  # written on a machine without CUDA: nothing to restore
     assert resuming.set_on == {}
+
+
+def test_ctrl_c_in_the_last_step_is_reported_as_an_interruption_with_its_checkpoint(tmp_path):
+    def ctrl_c_in_the_last_step(record):
+        if record["step"] == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+    stopped = train(model(), batches_for_epoch, quick_config(max_steps=4, save_every=3), CPU, folder=tmp_path,
+                    on_step=ctrl_c_in_the_last_step)
+    assert stopped.interrupted and stopped.progress.step == 4
+    assert stopped.checkpoint == ckpt.latest_checkpoint(tmp_path) and stopped.checkpoint.name == "step-00000004.pt"
+    resumed = train(model(), batches_for_epoch, quick_config(max_steps=4, save_every=3), CPU, folder=tmp_path,
+                    resume=True)
+    assert not resumed.interrupted and resumed.progress.step == 4  # nothing left to train: the runner evaluates
