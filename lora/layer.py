@@ -62,6 +62,16 @@ class LoRALinear(nn.Module):
         self.merged = False
         self.reset_lora_parameters()
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The frozen W, `base.weight`, as peft's layer exposes it: the model around a wrapped Linear may read it
+        (T5's feed-forward checks `wo.weight.dtype` before calling `wo`)."""
+        return self.base.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base.bias
+
     def reset_lora_parameters(self) -> None:
         """peft's default init: A as nn.Linear's weight (kaiming_uniform_, a=sqrt(5)), B = 0 so B A = 0."""
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))

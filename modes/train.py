@@ -123,6 +123,8 @@ def train_and_evaluate(args, c: RunConfig, ddp, device) -> dict:
                    "batch_size": args.batch_size, "precision": precision, "optim": asdict(config.optim),
                    "epochs": config.epochs, "max_grad_norm": config.max_grad_norm,
                    "lora": asdict(c.lora) if args.mode == "lora" else None}
+    if not (ddp and ddp.fsdp):  # on the device before the ledger reads it (FSDP moves only each process's shards)
+        model.to(device)
     with MemoryLedger(model, device) as ledger:  # weights, gradients, optimiser state, the rest (memory.py)
         result = train(model, batches["train"], config, device, folder=out, val_batches=batches["validation"](0),
                        resume=c.out.resume, fingerprint=fingerprint, ddp=ddp)

@@ -216,6 +216,8 @@ def generate(model, tokenizer, prompts: list[str], batch_size: int = 8, max_new_
         raise ValueError(f"--batch-size must be positive, got {batch_size}")
     if max_new_tokens <= 0:
         raise ValueError(f"--max-new-tokens must be positive, got {max_new_tokens}")
+    if not prompts:  # under torchrun, a process's share of fewer dialogues than processes (the tokenizer fails on [])
+        return Generated([], [])
     device = torch.device(device) if device is not None else next(model.parameters()).device
     prompt_lengths = [len(ids) for ids in tokenizer(prompts, verbose=False).input_ids]
     order = sorted(range(len(prompts)), key=lambda i: -prompt_lengths[i])

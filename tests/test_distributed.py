@@ -4,7 +4,7 @@ from rank 0 and a checkpoint that two processes resume to the uninterrupted run'
 may not resume it.
 
 Every run is made once (module fixture): two single-process runs in this process, then one torchrun of
-tests/dist_worker.py for six two-process runs (one stopped by Ctrl-C in step 3; the last loses rank 1 in step 3),
+tests/dist_worker.py for seven two-process runs (one stopped by Ctrl-C in step 3; the last loses rank 1 in step 3),
 then one torchrun to resume both.
 """
 import contextlib
@@ -65,6 +65,8 @@ def runs(tmp_path_factory):
         {"argv": full("two-full-fsdp-stopped", "--fsdp"), "interrupt_in_step": 3},
         # dropout on, and the processes' RNG states made to differ (dist_worker.py): each must get its own back
         {"argv": lora("two-lora-dropout", "--lora-dropout", "0.1"), "uneven_rng": True},
+        # one dialogue to summarise on two processes: rank 1's share is empty
+        {"argv": lora("two-eval-one", "--max-steps", "1", "--max-eval-samples", "1")},
         {"argv": lora("two-dies", "--lora-dropout", "0.1"), "uneven_rng": True, "die": {"rank": 1, "step": 3}},
     ], root)
     with contextlib.redirect_stderr(io.StringIO()) as said:  # one process, before the resume
@@ -90,7 +92,7 @@ def max_difference(a: dict, b: dict) -> float:
 
 def test_two_processes_log_each_step_once_and_print_once(runs):
     first = runs["first"]
-    assert first.stdout.count("fine-tuning of") == 6, first.stdout  # one line per run, from rank 0 only
+    assert first.stdout.count("fine-tuning of") == 7, first.stdout  # one line per run, from rank 0 only
     assert "on 2 processes (4 each)" in first.stdout
     for name in ("two-lora", "two-lora-fsdp", "two-full-fsdp", "two-lora-dropout"):
         assert [r["step"] for r in read_log(runs["root"] / name / LOG_FILE) if "loss" in r] == [1, 2, 3, 4], name
@@ -118,6 +120,12 @@ def test_fsdp_on_two_processes_gives_the_single_process_losses_and_weights(runs,
     assert losses(two) == pytest.approx(losses(one), abs=1e-5)
     assert losses(two, "grad_norm") == pytest.approx(losses(one, "grad_norm"), rel=1e-4)
     assert max_difference(weights(two), weights(one)) < 1e-5
+
+
+def test_fewer_dialogues_to_summarise_than_processes_still_evaluate_them(runs):
+    metrics = json.loads((runs["root"] / "two-eval-one" / "metrics.json").read_text())
+    assert metrics["processes"] == 2 and metrics["examples"] == 1
+    assert (runs["root"] / "two-eval-one" / "predictions.csv").is_file()
 
 
 def test_a_dying_process_gives_one_message_from_rank_0_and_keeps_the_last_checkpoint(runs):

@@ -62,3 +62,16 @@ def test_beam_search_is_offered_and_checked(model, tokenizer):
     assert len(beams.texts) == len(PROMPTS) and all(0 < n <= 6 + 1 for n in beams.lengths)
     with pytest.raises(ValueError, match="--num-beams must be 1"):
         generate(model, tokenizer, PROMPTS, num_beams=0)
+
+
+def test_no_prompts_give_no_summaries_and_the_shares_still_gather(model, tokenizer, monkeypatch):
+    """Under torchrun a rank's share of fewer dialogues than processes is empty (--max-eval-samples 1 on 2)."""
+    from prompting.model import Generated, generate, mean_length
+    from train_loop.distributed import Parallel
+
+    assert generate(model, tokenizer, [], max_new_tokens=6, progress=False) == Generated([], [])
+    assert mean_length([]) == 0.0
+    rank_0, rank_1 = Parallel(rank=0, world_size=2), Parallel(rank=1, world_size=2)
+    assert rank_0.share(["only"]) == ["only"] and rank_1.share(["only"]) == []
+    monkeypatch.setattr(Parallel, "gather", lambda self, share: [share, []])  # what gather_object gives rank 0
+    assert rank_0.gather_shares(["only"]) == ["only"]

@@ -1,5 +1,8 @@
 """The label-only loss (train_loop/step.py) is the full-logits loss: same value, same gradient for every
-parameter, with and without the tied head's output scaling, with LoRA, and on flan-t5-small's architecture."""
+parameter, with and without the tied head's output scaling, with LoRA, and on flan-t5-small's architecture.
+A seq2seq model other than T5 (BART) gets its own forward's loss, summed, and trains fully or with LoRA."""
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,8 +10,9 @@ import torch.nn.functional as F
 from lora.layer import add_lora
 from prompting.model import build_random_init
 from tests.conftest import SMALL_DIR
-from tests.train_helpers import random_batches, tiny_model
-from train_loop.step import token_loss_sum
+from tests.train_helpers import quick_config, random_batches, tiny_model
+from train_loop.loop import train
+from train_loop.step import label_tokens, token_loss_sum
 from train_loop.precision import autocast
 
 CPU = torch.device("cpu")
@@ -84,3 +88,42 @@ def test_label_only_loss_equals_the_full_logits_loss_on_flan_t5_small(small_mode
     for name in ("lm_head.weight", "shared.weight", "encoder.block.0.layer.0.SelfAttention.q.weight",
                  "decoder.block.7.layer.2.DenseReluDense.wo.weight"):
         assert relative_difference(our_grads[name], their_grads[name]) < grad_tol, name
+
+
+def tiny_bart():
+    """A random BART as small as the tiny T5: a pretrained non-T5 seq2seq model, as --model facebook/bart-base gives."""
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    config = BartConfig(vocab_size=128, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=64,
+                        pad_token_id=0, eos_token_id=1, bos_token_id=2, decoder_start_token_id=2, dropout=0.0)
+    torch.manual_seed(0)
+    return BartForConditionalGeneration(config)
+
+
+def test_a_bart_model_gets_its_own_forwards_loss_summed_over_the_label_tokens():
+    model = tiny_bart().eval()
+    batch = random_batches(1, batch_size=4, seed=3)[0]
+    with torch.no_grad():
+        mean = model(**batch).loss  # BART's own loss: the mean over the label tokens
+        ours = token_loss_sum(model, batch, "fp32", CPU)
+    assert ours.item() == pytest.approx(mean.item() * label_tokens(batch), rel=1e-6)
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_a_bart_model_trains_in_the_loop_fully_or_with_lora_on_its_own_names(lora):
+    model = tiny_bart()
+    if lora:
+        with pytest.raises(ValueError) as err:  # FLAN-T5's names: one line that names BART's
+            add_lora(model, targets=("q", "v"))
+        assert "\n" not in str(err.value) and "Did you mean 'q_proj'?" in str(err.value)
+        assert "k_proj, lm_head, out_proj, q_proj, v_proj" in str(err.value)
+        assert len(add_lora(model, targets=("q_proj", "v_proj"), r=4, alpha=8)) == 6  # 2 self- + 1 cross-attention
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    batches = random_batches(4, batch_size=2)
+    result = train(model, lambda epoch: batches, quick_config(max_steps=2, grad_accum=1), CPU,
+                   val_batches=batches[:1])
+    assert len(result.progress.losses) == 2 and all(math.isfinite(x) for x in result.progress.losses)
+    assert result.progress.best_val_loss is not None and math.isfinite(result.progress.best_val_loss)
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert moved == ({n for n in before if "lora_" in n} if lora else {n for n, p in model.named_parameters()})

@@ -63,3 +63,31 @@ def test_report_explains_the_saving_with_the_runs_numbers():
     assert "trains 1% of the parameters" in text and "its peak is 40% of full" in text
     assert "(1,188.0 MiB: gradients" in text  # (400 - 4) + (800 - 8) MiB saved
     assert memory_section([("zero-shot", {"mode": "zero-shot"})]) == []
+
+
+def test_the_run_puts_the_weights_on_the_device_before_the_ledger_starts(tmp_path, monkeypatch):
+    """before_training_bytes is what the device holds when the ledger starts: on CUDA it was 0, the weights still
+    on the CPU. The meta device stands in for CUDA, the device's memory reading for the bytes of the tensors on it."""
+    import modes.train
+    import run
+    from tests.conftest import DATA_DIR
+    from tests.train_helpers import narrow_model
+    from train_loop.memory import weight_bytes
+
+    class Started(Exception):
+        pass
+
+    class DeviceLedger(MemoryLedger):
+        def __enter__(self):
+            on_device = [t for t in [*self.model.parameters(), *self.model.buffers()] if t.device == self.device]
+            seen.update(before=sum(t.numel() * t.element_size() for t in on_device), weights=weight_bytes(self.model))
+            raise Started  # nothing to train on the meta device
+
+    seen = {}
+    monkeypatch.setattr(modes.train, "resolve_device", lambda name: torch.device("meta"))
+    monkeypatch.setattr(modes.train, "MemoryLedger", DeviceLedger)
+    with pytest.raises(Started):
+        run.main(["--mode", "lora", "--model", str(narrow_model(tmp_path)), "--random-init", "--data", str(DATA_DIR),
+                  "--max-train-samples", "4", "--max-val-samples", "4", "--batch-size", "4", "--precision", "fp32",
+                  "--output-dir", str(tmp_path / "out")])
+    assert seen["before"] == seen["weights"] > 0

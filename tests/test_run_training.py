@@ -116,3 +116,27 @@ def test_lora_run_saves_a_peft_adapter_and_a_merged_model(tmp_path, narrow_model
     config = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and config["r"] == 4
     assert (out / "merged_model" / "config.json").is_file()
+
+
+def test_ctrl_c_in_the_last_step_stops_before_evaluation_and_resume_evaluates(tmp_path, narrow_model_dir, capsys,
+                                                                               monkeypatch):
+    import os
+    import signal
+
+    from train_loop import step
+
+    real_apply_update, calls = step.apply_update, []
+
+    def ctrl_c_in_step_4(optimizer, scheduler, scaler):  # Ctrl-C while the last step updates the weights
+        calls.append(1)
+        if len(calls) == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_apply_update(optimizer, scheduler, scaler)
+    monkeypatch.setattr(step, "apply_update", ctrl_c_in_step_4)
+    out = tmp_path / "stopped"
+    assert run.main(small_run("lora", narrow_model_dir, out, "--lora-r", "4")) == 130
+    captured = capsys.readouterr()
+    assert "stopped after step 4; checkpoint" in captured.out and "run.py: interrupted" in captured.err
+    assert not (out / "metrics.json").exists()  # the summaries were not generated
+    assert run.main(small_run("lora", narrow_model_dir, out, "--lora-r", "4", "--resume")) == 0
+    check_run_folder(out)

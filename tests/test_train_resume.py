@@ -1,6 +1,7 @@
 """A run stopped and resumed ends exactly where a run never stopped ends: same losses, same weights, bit for bit
 (fp32, CPU, dropout on, so the restored RNG state matters). Stopped by Ctrl-C, and by `kill -9`."""
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -123,3 +124,75 @@ def test_resume_needs_a_checkpoint_of_the_same_run(tmp_path):
     with pytest.raises(ValueError, match="belongs to another run.*trainable"):  # another architecture
         train(tiny_model(d_ff=32), batches_for_epoch, quick_config(max_steps=2), CPU, folder=tmp_path, resume=True,
               fingerprint={"mode": "full"})
+
+
+class FakeCuda:
+    """torch.cuda's RNG functions on a machine with `count` GPUs, of which this process uses `current`."""
+
+    def __init__(self, monkeypatch, count, current):
+        self.count, self.current, self.set_on = count, current, {}
+        self.states = {i: torch.full((8,), 10 * count + i, dtype=torch.uint8) for i in range(count)}
+        for name in ("is_available", "device_count", "current_device", "get_rng_state", "set_rng_state",
+                     "get_rng_state_all", "set_rng_state_all"):
+            monkeypatch.setattr(torch.cuda, name, getattr(self, name))
+
+    def is_available(self):
+        return True
+
+    def device_count(self):
+        return self.count
+
+    def current_device(self):
+        return self.current
+
+    def _index(self, device):
+        device = torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
+        index = self.current if device.index is None else device.index
+        if not 0 <= index < self.count:
+            raise RuntimeError(f"CUDA error: invalid device ordinal {index} ({self.count} GPUs visible)")
+        return index
+
+    def get_rng_state(self, device="cuda"):
+        return self.states[self._index(device)].clone()
+
+    def set_rng_state(self, state, device="cuda"):
+        self.set_on[self._index(device)] = state.clone()
+
+    def get_rng_state_all(self):
+        return [self.get_rng_state(i) for i in range(self.count)]
+
+    def set_rng_state_all(self, states):
+        for i, state in enumerate(states):
+            self.set_rng_state(state, i)
+
+
+def test_each_process_saves_and_restores_only_its_own_gpus_rng_so_fewer_gpus_can_resume(monkeypatch, tmp_path):
+    saving = FakeCuda(monkeypatch, count=4, current=1)  # rank 1 of a run on 4 GPUs
+    ckpt.save_atomic(ckpt.rng_state(), tmp_path / "rng.pt")
+    resuming = FakeCuda(monkeypatch, count=2, current=1)  # rank 1 of the resume on 2 GPUs
+    ckpt.set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    assert list(resuming.set_on) == [1] and torch.equal(resuming.set_on[1], saving.states[1])
+
+
+def test_an_older_checkpoint_with_every_gpus_rng_restores_this_processs_entry(monkeypatch):
+    cpu_state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    written_by = [torch.full((8,), i, dtype=torch.uint8) for i in range(4)]  # get_rng_state_all() on 4 GPUs
+    resuming = FakeCuda(monkeypatch, count=2, current=1)
+    ckpt.set_rng_state({**cpu_state, "cuda": written_by})
+    assert list(resuming.set_on) == [1] and torch.equal(resuming.set_on[1], written_by[1])
+    resuming.set_on.clear()
+    ckpt.set_rng_state({**cpu_state, "cuda": []})  # written on a machine without CUDA: nothing to restore
+    assert resuming.set_on == {}
+
+
+def test_ctrl_c_in_the_last_step_is_reported_as_an_interruption_with_its_checkpoint(tmp_path):
+    def ctrl_c_in_the_last_step(record):
+        if record["step"] == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+    stopped = train(model(), batches_for_epoch, quick_config(max_steps=4, save_every=3), CPU, folder=tmp_path,
+                    on_step=ctrl_c_in_the_last_step)
+    assert stopped.interrupted and stopped.progress.step == 4
+    assert stopped.checkpoint == ckpt.latest_checkpoint(tmp_path) and stopped.checkpoint.name == "step-00000004.pt"
+    resumed = train(model(), batches_for_epoch, quick_config(max_steps=4, save_every=3), CPU, folder=tmp_path,
+                    resume=True)
+    assert not resumed.interrupted and resumed.progress.step == 4  # nothing left to train: the runner evaluates

@@ -237,5 +237,8 @@ def train(model, batches_for_epoch: Callable[[int], list[Batch]], config: TrainC
             if folder is not None and (last or stop.requested or (config.save_every and progress.step % config.save_every == 0)):
                 saved = store.save_checkpoint(folder, model, optimizer, scheduler, scaler, asdict(progress), fingerprint)
     bar.close()
+    # Ctrl-C in the last step is an interruption too (the runner stops before its possibly long evaluation; a resume
+    # finds nothing to train and evaluates). Every process must agree: one may have been told after the last `any`.
+    interrupted = ddp.any(stop.requested) if ddp else stop.requested
     peak = ddp.max(peak_memory_mb(device)) if ddp else peak_memory_mb(device)  # the largest process's: what must fit
-    return TrainResult(progress, total, stop.requested and progress.step < total, saved, peak)
+    return TrainResult(progress, total, interrupted, saved, peak)

@@ -13,7 +13,8 @@ The loss and the gradient norm are read together, once per step, and checked to 
 
 `token_loss_sum` runs T5's encoder and decoder as `T5ForConditionalGeneration.forward` does, but projects only the
 label tokens' decoder states onto the 32,128-word vocabulary, not the padding: the same loss and gradients
-(tests/test_loss.py), no work for padding.
+(tests/test_loss.py), no work for padding. Any other seq2seq model (BART, Pegasus) runs its own forward and sums the
+cross-entropy of its logits at the label tokens: the same loss, the padding projected too.
 
 AdamW (`Trainer.create_optimizer`): weight decay for every trainable parameter except biases and normalisation
 weights (`Trainer.get_decay_parameter_names`; in T5 the `T5LayerNorm` weights), decoupled (Loshchilov & Hutter
@@ -58,6 +59,8 @@ def decoder_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
 
 def token_loss_sum(model, batch: Batch, precision: str, device: torch.device) -> torch.Tensor:
     """Summed cross-entropy over the label tokens of one micro-batch, in fp32. Shape: () ."""
+    if model.config.model_type != "t5":  # decoder_states re-does T5's forward only
+        return forward_loss_sum(model, batch, precision, device)
     labels = batch["labels"].flatten()                                        # (B*T,), IGNORE_INDEX at padding
     rows = (labels != IGNORE_INDEX).nonzero().squeeze(1)                      # (N,) where the label tokens are
     decoder_input_ids = model.prepare_decoder_input_ids_from_labels(batch["labels"])  # (B, T): [pad, y1, ..., y_T-1]
@@ -65,6 +68,16 @@ def token_loss_sum(model, batch: Batch, precision: str, device: torch.device) ->
         hidden = decoder_states(model, batch["input_ids"], batch["attention_mask"], decoder_input_ids)  # (B, T, d)
         logits = model.lm_head(hidden.flatten(0, 1)[rows])                   # (N, V)
     return F.cross_entropy(logits.float(), labels[rows], reduction="sum")    # fp32 log-softmax over V
+
+
+def forward_loss_sum(model, batch: Batch, precision: str, device: torch.device) -> torch.Tensor:
+    """Any `AutoModelForSeq2SeqLM`: its own forward builds the decoder's input from `labels` (shifted right) and
+    returns the logits of every label position; their summed cross-entropy, not the model's mean over them. Shape: ()."""
+    with autocast(precision, device):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       labels=batch["labels"]).logits                          # (B, T, V)
+    return F.cross_entropy(logits.flatten(0, 1).float(), batch["labels"].flatten(),  # (B*T, V), (B*T,)
+                           ignore_index=IGNORE_INDEX, reduction="sum")
 
 
 def label_tokens(batch: Batch) -> int:
