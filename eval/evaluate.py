@@ -19,6 +19,7 @@ import math
 import os
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -97,6 +98,27 @@ def score_corpus(examples, predictions: list[str], use_stemmer: bool = True, boo
     return corpus, per_example
 
 
+def course_style(examples, predictions: list[str], use_stemmer: bool = True) -> dict[str, float]:
+    """The course notebook's score: each (dialogue, one human summary) pair its own row, the text as written, the
+    mean over all rows (1,500 on DialogSum test), with the seeded 95% interval. Multi-reference scoring
+    (`score_corpus`) takes the best of the references instead, and reads higher."""
+    rows = [(SimpleNamespace(references=(ref,)), pred) for ex, pred in zip(examples, predictions)
+            for ref in ex.references]
+    corpus, _ = score_corpus([ex for ex, _ in rows], [pred for _, pred in rows], use_stemmer=use_stemmer,
+                             bootstrap=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED, sentences=False)
+    return {**corpus, "rows": len(rows)}
+
+
+def repeats_a_phrase(text: str, n: int = 4) -> bool:
+    """Degenerate output: some n words (ROUGE's tokens) come twice, as in "#Person1# tells #Person2#'s #Person2#'s
+    ...". Human DialogSum summaries almost never do (tests/test_evaluate.py counts them)."""
+    from eval.rouge import tokenize
+
+    words = tokenize(text, use_stemmer=False)
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return len(set(grams)) < len(grams)
+
+
 # ---- the run folder's files ---------------------------------------------------------------------------------------
 
 def write_json_atomic(path: Path, data: dict) -> None:
@@ -133,7 +155,11 @@ def finish_run(output_dir: Path, examples, prompts, predictions, info: dict, use
     95% bootstrap interval ("rouge1_low", "rouge1_high", ...), the stemmer, how Lsum found sentences."""
     corpus, per_example = score_corpus(examples, predictions, use_stemmer=use_stemmer, sentences=sentences,
                                        bootstrap=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED)
-    metrics = {**info, "examples": len(examples), **corpus, "use_stemmer": use_stemmer,
+    repeats = sum(repeats_a_phrase(p) for p in predictions) / len(predictions)
+    multi = {"course_style": course_style(examples, predictions, use_stemmer)} if any(
+        len(ex.references) > 1 for ex in examples) else {}
+    metrics = {**info, "examples": len(examples), **corpus, **multi, "degenerate_share": round(repeats, 4),
+               "use_stemmer": use_stemmer,
                "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "confidence": 0.95},
                "rougeLsum_sentences": LSUM_SENTENCE_NOTE if sentences else LSUM_AS_WRITTEN_NOTE,
                "output_dir": str(output_dir)}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 from rouge_score import rouge_scorer
 
-from eval.evaluate import LSUM_SENTENCE_NOTE, finish_run, score_corpus, split_sentences
+from eval.evaluate import LSUM_SENTENCE_NOTE, course_style, finish_run, repeats_a_phrase, score_corpus, split_sentences
 from eval.rouge import ROUGE_TYPES, tokenize
 from tests.conftest import DATA_DIR
 from prompting.dialogsum import open_text, split_file
@@ -129,3 +129,24 @@ def test_stemmer_flag_changes_the_scores_where_stems_differ():
     on, _ = score_corpus(examples, ["He runs and jumps."], use_stemmer=True)
     off, _ = score_corpus(examples, ["He runs and jumps."], use_stemmer=False)
     assert on["rouge1"] > off["rouge1"]
+
+
+def test_course_style_scores_each_reference_on_its_own_row_as_written():
+    examples = dialogsum_test(3)
+    predictions = [ex.references[1] for ex in examples]  # equal to one of the three references
+    got = course_style(examples, predictions)
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=True)
+    rows = [scorer.score(ref, pred) for ex, pred in zip(examples, predictions) for ref in ex.references]
+    assert got["rows"] == 9
+    assert got["rouge1"] == pytest.approx(sum(r["rouge1"].fmeasure for r in rows) / 9, abs=1e-12)
+    assert got["rougeL"] == pytest.approx(sum(r["rougeL"].fmeasure for r in rows) / 9, abs=1e-12)
+    assert got["rouge1_low"] <= got["rouge1"] <= got["rouge1_high"]
+    multi, _ = score_corpus(examples, predictions)
+    assert multi["rouge1"] == pytest.approx(1.0) and got["rouge1"] < 1.0  # the best reference vs every reference
+
+
+def test_repeated_phrases_mark_degenerate_summaries_and_human_ones_rarely_repeat():
+    assert repeats_a_phrase("#Person1# tells #Person2#'s #Person2#'s #Person2#'s #Person2#'s story.")
+    assert not repeats_a_phrase("#Person1# and #Person2# talk about the trip to Paris next week.")
+    humans = [ref for ex in dialogsum_test(500) for ref in ex.references]
+    assert sum(map(repeats_a_phrase, humans)) / len(humans) < 0.02
