@@ -38,6 +38,11 @@ def check_hyperparameters(r, alpha, dropout) -> None:
         raise ValueError(f"LoRA dropout must be in [0, 1), got dropout={dropout!r} (--lora-dropout)")
 
 
+def lora_scaling(r: int, alpha: float, use_rslora: bool = False) -> float:
+    """Hu et al. 2021 sec. 4.1: alpha / r; rsLoRA (Kalajdzievski 2023): alpha / sqrt(r)."""
+    return alpha / math.sqrt(r) if use_rslora else alpha / r
+
+
 class LoRALinear(nn.Module):
     """`base(x) + scaling * B A dropout(x)`, with `base` a frozen `nn.Linear` (Hu et al. 2021, eq. 3). A and B take
     `base.weight`'s device and dtype unless told otherwise; `merged` says whether W currently holds the update."""
@@ -50,8 +55,7 @@ class LoRALinear(nn.Module):
         check_hyperparameters(r, alpha, dropout)
         self.base = base.requires_grad_(False)  # W (and its bias) stay as pretrained
         self.r, self.alpha, self.use_rslora = r, alpha, use_rslora
-        # Hu et al. 2021 sec. 4.1: alpha / r; rsLoRA (Kalajdzievski 2023): alpha / sqrt(r).
-        self.scaling = alpha / math.sqrt(r) if use_rslora else alpha / r
+        self.scaling = lora_scaling(r, alpha, use_rslora)
         # Kept apart from the module: cpu_speed.py swaps nn.Dropout, and the adapter file must record what trained.
         self.dropout_p = float(dropout)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -104,16 +108,28 @@ class LoRALinear(nn.Module):
 
 # ---- putting LoRA into a model ---------------------------------------------------------------------------------
 
+def parse_targets(targets: str | Iterable[str]) -> tuple[str, ...]:
+    """The one parser of target names: "q,v" (--lora-targets) or ("q", "v") -> ("q", "v"), blanks and repeats
+    dropped; raises if no name is left."""
+    names = targets.split(",") if isinstance(targets, str) else list(targets)
+    names = tuple(dict.fromkeys(name.strip() for name in names if name.strip()))
+    if not names:
+        raise ValueError(f"LoRA targets must name at least one nn.Linear (e.g. 'q,v'), got {targets!r}")
+    return names
+
+
 @dataclass(frozen=True)
 class LoRAConfig:
-    """`add_lora`'s settings as one value (run.py's --lora-* flags), checked when it is made."""
-    targets: tuple[str, ...] = ("q", "v")
-    r: int = 8
-    alpha: float = 16
-    dropout: float = 0.0
+    """What `add_lora` puts into a model, checked when made. The defaults here are the only ones (run.py's
+    --lora-* flags read them): the course's seeds for flan-t5-base, r 32, alpha 32, dropout 0.05 on q and v."""
+    targets: tuple[str, ...] = ("q", "v")  # "q,v" is accepted too and becomes ("q", "v")
+    r: int = 32
+    alpha: float = 32
+    dropout: float = 0.05
     use_rslora: bool = False
 
     def __post_init__(self):
+        object.__setattr__(self, "targets", parse_targets(self.targets))  # frozen: set once, here
         check_hyperparameters(self.r, self.alpha, self.dropout)
 
 
@@ -122,20 +138,12 @@ def lora_layers(model: nn.Module) -> list[tuple[str, LoRALinear]]:
     return [(name, module) for name, module in model.named_modules() if isinstance(module, LoRALinear)]
 
 
-def _as_target_tuple(targets: str | Iterable[str]) -> tuple[str, ...]:
-    names = targets.split(",") if isinstance(targets, str) else list(targets)
-    names = tuple(dict.fromkeys(name.strip() for name in names if name.strip()))
-    if not names:
-        raise ValueError(f"LoRA targets must name at least one nn.Linear (e.g. 'q,v'), got {targets!r}")
-    return names
-
-
 def find_targets(model: nn.Module, targets: str | Iterable[str]) -> list[str]:
     """Names of the nn.Linear modules whose last name component is one of `targets`; changes nothing.
 
     Raises a ValueError for a target that matches no nn.Linear, listing the Linear names there are.
     """
-    targets = _as_target_tuple(targets)
+    targets = parse_targets(targets)
     linear_names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
     last_components = sorted({name.rsplit(".", 1)[-1] for name in linear_names})
     for target in targets:
@@ -149,20 +157,22 @@ def find_targets(model: nn.Module, targets: str | Iterable[str]) -> list[str]:
     return [name for name in linear_names if name.rsplit(".", 1)[-1] in targets]
 
 
-def add_lora(model: nn.Module, targets: str | Iterable[str] = ("q", "v"), r: int = 8, alpha: float = 16,
-             dropout: float = 0.0, use_rslora: bool = False) -> list[str]:
-    """Wrap every targeted nn.Linear (last name components, e.g. `("q", "v")` or "q,v") in a LoRALinear, in place;
-    freeze every other parameter; return the wrapped names."""
-    check_hyperparameters(r, alpha, dropout)
+def add_lora(model: nn.Module, config: LoRAConfig) -> list[str]:
+    """Wrap every nn.Linear named in `config.targets` (last name components) in a LoRALinear, in place; freeze
+    every other parameter; return the wrapped names."""
+    if not isinstance(config, LoRAConfig):
+        raise ValueError(f"add_lora(model, config) takes a LoRAConfig (e.g. LoRAConfig(r=8, alpha=16)), got "
+                         f"{type(config).__name__}")
     already = lora_layers(model)
     if already:
         raise ValueError(f"the model already has LoRA layers (e.g. {already[0][0]}); adding LoRA twice would "
                          "wrap a LoRALinear in another. Call lora.merge.unload_lora(model) first")
-    names = find_targets(model, targets)
+    names = find_targets(model, config.targets)
     for name in names:
         parent_name, _, child_name = name.rpartition(".")
         parent = model.get_submodule(parent_name)
-        setattr(parent, child_name, LoRALinear(getattr(parent, child_name), r, alpha, dropout, use_rslora))
+        layer = LoRALinear(getattr(parent, child_name), config.r, config.alpha, config.dropout, config.use_rslora)
+        setattr(parent, child_name, layer)
     for param in model.parameters():
         param.requires_grad_(False)
     for _, layer in lora_layers(model):

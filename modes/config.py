@@ -93,8 +93,7 @@ def output_config(args) -> OutputConfig:
 
 
 def lora_config(args) -> LoRAConfig:
-    targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
-    return LoRAConfig(targets, args.lora_r, args.lora_alpha, args.lora_dropout, args.rslora)
+    return LoRAConfig(args.lora_targets, args.lora_r, args.lora_alpha, args.lora_dropout, args.rslora)
 
 
 def train_config(args, precision: str = "fp32") -> TrainConfig:

@@ -88,7 +88,7 @@ def build_model(args, lora):
     if args.mode == "lora":
         from lora.layer import add_lora
 
-        add_lora(model, **asdict(lora))
+        add_lora(model, lora)
     return model, tokenizer
 
 
@@ -197,7 +197,7 @@ def save_model(model, tokenizer, out: Path, mode: str, base_model: str) -> int:
         model.save_pretrained(out / "model")
         tokenizer.save_pretrained(out / "model")
         return folder_bytes(out / "model")
-    from lora.checkpoint import save_adapter
+    from lora.adapter_file import save_adapter
 
     # peft loads the base model from this name: a hub id as given, a local folder as an absolute path (a relative
     # one would point elsewhere as soon as the adapter is loaded from another working directory)

@@ -10,8 +10,8 @@ from safetensors.torch import load_file
 
 import run
 from lora.budget import equal_budget_ranks
-from lora.checkpoint import save_adapter
-from lora.layer import add_lora, lora_layers
+from lora.adapter_file import save_adapter
+from lora.layer import LoRAConfig, add_lora, lora_layers
 from prompting.model import build_from_config, build_random_init
 from tests.conftest import DATA_DIR, SMALL_DIR, tiny_t5_config
 from tests.test_run_training import narrow_model_dir, small_run  # noqa: F401 (fixture)
@@ -43,10 +43,10 @@ def test_analyse_reads_our_and_peft_adapters_and_a_full_model(tmp_path, tiny_dir
 
     base = build_random_init(tiny_dir, seed=SEED)
     ours_r2 = copy.deepcopy(base)
-    add_lora(ours_r2, ("q", "v"), r=2, alpha=4)
+    add_lora(ours_r2, LoRAConfig(("q", "v"), r=2, alpha=4, dropout=0.0))
     save_adapter(trained_like(ours_r2, 1), tmp_path / "ours_r2")
     ours_r4 = copy.deepcopy(base)
-    add_lora(ours_r4, ("q", "v"), r=4, alpha=8)
+    add_lora(ours_r4, LoRAConfig(("q", "v"), r=4, alpha=8, dropout=0.0))
     save_adapter(trained_like(ours_r4, 2), tmp_path / "ours_r4")
     theirs = get_peft_model(copy.deepcopy(base), LoraConfig(r=4, lora_alpha=8, target_modules=["q", "v"],
                                                            task_type="SEQ_2_SEQ_LM"))
@@ -90,7 +90,7 @@ def test_analyse_reads_our_and_peft_adapters_and_a_full_model(tmp_path, tiny_dir
 
 def test_a_full_model_of_another_base_is_refused(tmp_path, tiny_dir, capsys):
     base = build_random_init(tiny_dir, seed=SEED)
-    add_lora(base, ("q",), r=2, alpha=2)
+    add_lora(base, LoRAConfig(("q",), r=2, alpha=2, dropout=0.0))
     save_adapter(trained_like(base, 0), tmp_path / "a")
     other = build_random_init(tiny_dir, seed=SEED + 1)
     other.save_pretrained(tmp_path / "other")
@@ -145,7 +145,7 @@ def test_target_set_sweep_spends_one_budget(tmp_path, narrow_model_dir):  # noqa
 
 def test_analyse_names_a_run_folder_as_given(tmp_path, tiny_dir):
     base = build_random_init(tiny_dir, seed=SEED)
-    add_lora(base, ("q",), r=2, alpha=2)
+    add_lora(base, LoRAConfig(("q",), r=2, alpha=2, dropout=0.0))
     for name in ("one", "two"):
         save_adapter(trained_like(base, len(name)), tmp_path / name / "adapter")
     out = tmp_path / "out"
