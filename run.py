@@ -128,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lora-alpha", type=float, default=lora.alpha)
     g.add_argument("--lora-dropout", type=float, default=lora.dropout)
     g.add_argument("--lora-targets", default=",".join(lora.targets), help="comma-separated Linear names to adapt")
+    g.add_argument("--lora-init-seed", type=int, default=None,
+                   help="seed of A's random initialisation (default: --seed); --mode sweep gives run k the seed "
+                        "--seed + k, so that its adapters start independent, as the LoRA paper's section 7.2 "
+                        "compares them")
     g.add_argument("--rslora", action="store_true", help="scale by alpha/sqrt(r) instead of alpha/r")
     g.add_argument("--merge", action="store_true", help="also save the model with the adapter merged in")
 

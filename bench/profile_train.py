@@ -65,7 +65,7 @@ def main() -> None:
     if args.mode == "lora":
         from lora.layer import add_lora
 
-        add_lora(model, lora)
+        add_lora(model, replace(lora, init_seed=args.seed))  # A drawn as run.py --seed <seed> draws it
     if args.variant == "ours":
         from train_loop.cpu_speed import use_cpu_kernels
 

@@ -60,7 +60,7 @@ def run_ours(model_dir, data, mode, steps, batch_size, warmup, seed, count_flops
     if mode == "lora":
         from lora.layer import add_lora
 
-        add_lora(model, lora)
+        add_lora(model, replace(lora, init_seed=seed))  # A drawn as run.py --seed <seed> draws it
     if dev.type == "cpu":
         from train_loop.cpu_speed import speed_up_on_cpu
 

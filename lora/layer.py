@@ -121,16 +121,23 @@ def parse_targets(targets: str | Iterable[str]) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class LoRAConfig:
     """What `add_lora` puts into a model, checked when made. The defaults here are the only ones (run.py's
-    --lora-* flags read them): the course's seeds for flan-t5-base, r 32, alpha 32, dropout 0.05 on q and v."""
+    --lora-* flags read them): the course's seeds for flan-t5-base, r 32, alpha 32, dropout 0.05 on q and v.
+
+    `init_seed` makes A's draw reproducible from the config alone: add_lora calls `torch.manual_seed(init_seed)`
+    before drawing (None: the caller's random state as it stands, as peft does)."""
     targets: tuple[str, ...] = ("q", "v")  # "q,v" is accepted too and becomes ("q", "v")
     r: int = 32
     alpha: float = 32
     dropout: float = 0.05
     use_rslora: bool = False
+    init_seed: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "targets", parse_targets(self.targets))  # frozen: set once, here
         check_hyperparameters(self.r, self.alpha, self.dropout)
+        if self.init_seed is not None and (isinstance(self.init_seed, bool) or not isinstance(self.init_seed, int)):
+            raise ValueError(f"LoRA init_seed must be a whole number or None, got {self.init_seed!r} "
+                             "(--lora-init-seed)")
 
 
 def lora_layers(model: nn.Module) -> list[tuple[str, LoRALinear]]:
@@ -159,7 +166,7 @@ def find_targets(model: nn.Module, targets: str | Iterable[str]) -> list[str]:
 
 def add_lora(model: nn.Module, config: LoRAConfig) -> list[str]:
     """Wrap every nn.Linear named in `config.targets` (last name components) in a LoRALinear, in place; freeze
-    every other parameter; return the wrapped names."""
+    every other parameter; return the wrapped names. With `config.init_seed`, A is drawn after reseeding with it."""
     if not isinstance(config, LoRAConfig):
         raise ValueError(f"add_lora(model, config) takes a LoRAConfig (e.g. LoRAConfig(r=8, alpha=16)), got "
                          f"{type(config).__name__}")
@@ -168,6 +175,8 @@ def add_lora(model: nn.Module, config: LoRAConfig) -> list[str]:
         raise ValueError(f"the model already has LoRA layers (e.g. {already[0][0]}); adding LoRA twice would "
                          "wrap a LoRALinear in another. Call lora.merge.unload_lora(model) first")
     names = find_targets(model, config.targets)
+    if config.init_seed is not None:
+        torch.manual_seed(config.init_seed)  # every A below is drawn from this seed, in named_modules() order
     for name in names:
         parent_name, _, child_name = name.rpartition(".")
         parent = model.get_submodule(parent_name)

@@ -84,11 +84,11 @@ def run(args) -> dict:
 def build_model(args, lora):
     """(model, tokenizer): pretrained (or random with --random-init), with LoRA injected in --mode lora."""
     model, tokenizer = load_model_and_tokenizer(args.model, args.random_init, args.seed)
-    torch.manual_seed(args.seed)  # LoRA's A, drawn the same in every process and on every resume
+    torch.manual_seed(args.seed)  # full: the dropout masks start from --seed
     if args.mode == "lora":
         from lora.layer import add_lora
 
-        add_lora(model, lora)
+        add_lora(model, lora)  # reseeds with lora.init_seed: A the same in every process and on every resume
     return model, tokenizer
 
 

@@ -176,7 +176,7 @@ def test_lora_has_one_set_of_defaults_and_one_target_parser():
     from modes.config import lora_config
 
     args = run.build_parser().parse_args(["--mode", "lora"])
-    assert lora_config(args) == LoRAConfig() == LoRAConfig(("q", "v"), 32, 32, 0.05, False)
+    assert lora_config(args) == LoRAConfig(init_seed=args.seed) == LoRAConfig(("q", "v"), 32, 32, 0.05, False, 42)
     assert LoRAConfig(targets="q, v,q").targets == LoRAConfig(targets=["q", "v"]).targets == ("q", "v")
     with pytest.raises(ValueError, match="takes a LoRAConfig"):
         add_lora(_tiny(), ("q", "v"))
