@@ -121,11 +121,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (0: at the end only)")
     g.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output-dir")
 
+    from lora.layer import LoRAConfig  # its field defaults are LoRA's only defaults
+
+    lora = LoRAConfig()
     g = p.add_argument_group("LoRA")
-    g.add_argument("--lora-r", type=int, default=32)
-    g.add_argument("--lora-alpha", type=float, default=32)
-    g.add_argument("--lora-dropout", type=float, default=0.05)
-    g.add_argument("--lora-targets", default="q,v", help="comma-separated Linear names to adapt")
+    g.add_argument("--lora-r", type=int, default=lora.r)
+    g.add_argument("--lora-alpha", type=float, default=lora.alpha)
+    g.add_argument("--lora-dropout", type=float, default=lora.dropout)
+    g.add_argument("--lora-targets", default=",".join(lora.targets), help="comma-separated Linear names to adapt")
+    g.add_argument("--lora-init-seed", type=int, default=None,
+                   help="seed of A's random initialisation (default: --seed); --mode sweep gives run k the seed "
+                        "--seed + k, so that its adapters start independent, as the LoRA paper's section 7.2 "
+                        "compares them")
     g.add_argument("--rslora", action="store_true", help="scale by alpha/sqrt(r) instead of alpha/r")
     g.add_argument("--merge", action="store_true", help="also save the model with the adapter merged in")
 

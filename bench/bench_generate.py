@@ -46,7 +46,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 
 from bench import generate_sides as sides  # noqa: E402
-from lora.layer import add_lora, lora_layers  # noqa: E402
+from lora.layer import LoRAConfig, add_lora, lora_layers  # noqa: E402
 from lora.merge import merge_lora  # noqa: E402
 from prompting.dialogsum import load_split  # noqa: E402
 from prompting.model import build_random_init, load_tokenizer  # noqa: E402
@@ -83,7 +83,7 @@ def machine() -> str:
 def lora_models(model, seed=0):
     """(unmerged, merged) copies of `model` with LoRA r=32, alpha=32 on q, v and a non-zero B."""
     unmerged = copy.deepcopy(model)
-    add_lora(unmerged, ("q", "v"), r=32, alpha=32)
+    add_lora(unmerged, LoRAConfig(("q", "v"), r=32, alpha=32, dropout=0.0))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for _, layer in lora_layers(unmerged):

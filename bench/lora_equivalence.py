@@ -16,7 +16,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from peft import LoraConfig, get_peft_model  # noqa: E402
 
-from lora.layer import add_lora, lora_layers  # noqa: E402
+from lora.layer import LoRAConfig, add_lora, lora_layers  # noqa: E402
 from lora.merge import merge_lora, unmerge_lora  # noqa: E402
 from prompting.model import build_from_config, build_random_init  # noqa: E402
 from train_loop.precision import describe_machine  # noqa: E402
@@ -40,7 +40,7 @@ def rel(a, b):
 def adapted(base, r, alpha, use_rslora, b_std=0.1):
     """A and B drawn at random; with B ~ N(0, 0.1^2) the update B A is ~4x the random W of flan-t5-small."""
     model = copy.deepcopy(base)
-    add_lora(model, r=r, alpha=alpha, use_rslora=use_rslora)
+    add_lora(model, LoRAConfig(r=r, alpha=alpha, use_rslora=use_rslora, dropout=0.0))
     with torch.no_grad():
         for _, layer in lora_layers(model):
             layer.lora_A.normal_(std=layer.lora_A.shape[1] ** -0.5)

@@ -19,7 +19,7 @@ import resource
 import sys
 import time
 from pathlib import Path
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -65,7 +65,7 @@ def main() -> None:
     if args.mode == "lora":
         from lora.layer import add_lora
 
-        add_lora(model, **asdict(lora))
+        add_lora(model, replace(lora, init_seed=args.seed))  # A drawn as run.py --seed <seed> draws it
     if args.variant == "ours":
         from train_loop.cpu_speed import use_cpu_kernels
 

@@ -48,8 +48,6 @@ def run_ours(model_dir, data, mode, steps, batch_size, warmup, seed, count_flops
     cpu_speed.speed_up_on_cpu on CPU, loop.train), with no run folder. Step times come from the loop's `on_step`
     hook, called as each step's record is written. `precision` is the requested one ('auto', 'fp32', 'bf16'),
     made concrete by train_loop/precision.py as run.py does."""
-    from dataclasses import asdict
-
     from train_loop import loop
     from train_loop.data import batches_by_epoch
     from train_loop.precision import choose_precision
@@ -62,7 +60,7 @@ def run_ours(model_dir, data, mode, steps, batch_size, warmup, seed, count_flops
     if mode == "lora":
         from lora.layer import add_lora
 
-        add_lora(model, **asdict(lora))
+        add_lora(model, replace(lora, init_seed=seed))  # A drawn as run.py --seed <seed> draws it
     if dev.type == "cpu":
         from train_loop.cpu_speed import speed_up_on_cpu
 

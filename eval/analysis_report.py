@@ -55,6 +55,12 @@ def table7_lines(result: dict, labels: list[str]) -> list[str]:
     return lines
 
 
+def phi_cells(phis: list) -> list[float]:
+    """phi(1, 1), phi(r_a, r_b) and the mean over all (i, j), each averaged over the layers given."""
+    return [mean(p[0][0] for p in phis), mean(p[-1][-1] for p in phis),
+            mean(mean(v for row in p for v in row) for p in phis)]
+
+
 def similarity_lines(result: dict, labels: dict[str, str], out_dir: Path) -> list[str]:
     lines = []
     for k, pair in enumerate(result["subspace_similarity"]):
@@ -64,17 +70,20 @@ def similarity_lines(result: dict, labels: dict[str, str], out_dir: Path) -> lis
             continue
         png = f"subspace_{k}.png"
         chosen = draw_similarity(pair, la, lb, out_dir / png)
-        random = next(iter(pair["random"].values()))
+        init = by_target(pair["init"]) if "init" in pair else {}
         lines += [f"### {la} vs {lb}", "", f"![phi for {la} and {lb}]({png})", "",
-                  f"Heatmaps: {', '.join(f'`{c}`' for c in chosen)}. Mean over the layers of each target; "
-                  "'random' is the expectation for independent random subspaces (max(i, j) / d).", "",
-                  "| target | layers | phi(1, 1) | phi(r_a, r_b) | mean phi over all (i, j) | random: mean |",
-                  "|" + " --- |" * 6]
-        flat_random = mean(v for row in random for v in row)
+                  f"Heatmaps: {', '.join(f'`{c}`' for c in chosen)}. Mean over the layers of each target. "
+                  "'at init' is phi of the two A's as they were drawn, before training (redrawn from each run's "
+                  "recorded `lora.init_seed`; '-' where a seed is unknown, e.g. an adapter outside a run folder): "
+                  "what training learned in common is what phi adds to it. 'random' is the expectation for "
+                  "independent random subspaces, max(i, j) / d_in with each target's own d_in.", "",
+                  "| target | layers | phi(1, 1) | phi(r_a, r_b) | mean phi over all (i, j) | at init: phi(1, 1) | "
+                  "at init: phi(r_a, r_b) | at init: mean | random: mean |", "|" + " --- |" * 9]
         for target, phis in by_target(pair["layers"]).items():
-            lines.append(f"| {target} | {len(phis)} | {mean(p[0][0] for p in phis):.3f} | "
-                         f"{mean(p[-1][-1] for p in phis):.3f} | "
-                         f"{mean(mean(v for row in p for v in row) for p in phis):.3f} | {flat_random:.3f} |")
+            at_init = [f"{c:.3f}" for c in phi_cells(init[target])] if target in init else ["-"] * 3
+            random = mean(v for row in pair["random"][target] for v in row)
+            lines.append(f"| {target} | {len(phis)} | " + " | ".join(f"{c:.3f}" for c in phi_cells(phis)) + " | "
+                         + " | ".join(at_init) + f" | {random:.3f} |")
         lines.append("")
     return lines
 
@@ -111,7 +120,8 @@ def write_analysis(result: dict, out_dir: Path) -> Path:
     draw_spectra(result, labels, out_dir / "spectrum.png", result["energy"])
     lines = ["# What the adapters learned", "", f"Base model: `{result['model']}`"
              + (f", random weights (seed {result['seed']})" if result.get("random_init") else "") + ". Adapters: "
-             + ", ".join(f"`{a['dir']}` ({label}, alpha {a['alpha']}, scaling {a['scaling']:.3g})"
+             + ", ".join(f"`{a['dir']}` ({label}, alpha {a['alpha']}, scaling {a['scaling']:.3g}"
+                         + (f", A drawn from seed {a['init_seed']}" if a.get("init_seed") is not None else "") + ")"
                          for a, label in zip(result["adapters"], labels)) + "."]
     if result.get("random_init"):
         lines += ["", "**Random weights.** W is random here, so Table 7 compares the update with directions W "

@@ -37,13 +37,15 @@ def write_sweep(rows: list[tuple[str, int, str, dict]], out_dir: Path, analysis:
     out_dir = Path(out_dir)
     draw_sweep(rows, out_dir / "sweep.png")
     lines = ["# LoRA sweep", "", "Every run: " + ", ".join(f"{k} {v}" for k, v in settings.items()) + ".", "",
-             "| run | r | targets | trainable params | best val loss | ROUGE-1 | ROUGE-L | training time | "
-             "adapter size | weights + grads + optimiser state | peak (measured) |", "|" + " --- |" * 11]
+             "| run | r | targets | A's init seed | trainable params | best val loss | ROUGE-1 | ROUGE-L | "
+             "training time | adapter size | weights + grads + optimiser state | peak (measured) |",
+             "|" + " --- |" * 12]
     for name, r, targets, m in rows:
         ledger = m.get("memory_ledger", {})
         static = sum(ledger.get(k, 0) for k in ("weights_bytes", "gradients_bytes", "optimizer_state_bytes"))
         val = m.get("best_val_loss")
-        lines.append(f"| [{name}]({name}/metrics.json) | {r} | {targets} | {m['trainable_params']:,} | "
+        seed = m.get("lora", {}).get("init_seed", "-")  # A drawn from seed + k in run k (modes/sweep.py)
+        lines.append(f"| [{name}]({name}/metrics.json) | {r} | {targets} | {seed} | {m['trainable_params']:,} | "
                      f"{'n/a' if val is None else f'{val:.4f}'} | {100 * m['rouge1']:.2f} | {100 * m['rougeL']:.2f} | "
                      f"{m['train_seconds']:.1f} s | {m['artifact_bytes'] / 1e3:,.1f} kB | {mib(static)} | "
                      f"{mib(ledger.get('peak_bytes'))} |")

@@ -4,7 +4,9 @@ Inputs are plain tensors: the base model's weights W of the adapted layers, each
 (lora/factors.py), and optionally a fully fine-tuned model's weights of the same layers. For every adapter and
 layer: the spectrum of delta W = scaling * B A (lora/spectrum.py), Table 7's projections of W onto it, and,
 given a full fine-tune, how much of W_full - W_base lies in delta W's top directions. For every pair of adapters
-and every layer both adapt: the subspace similarity phi of equation 4 (lora/subspace.py).
+and every layer both adapt: the subspace similarity phi of equation 4 (lora/subspace.py), with two baselines:
+random subspaces of each target's own width, and, given the A's as initialised, phi of those initial A's (what
+the two shared before training: training learned only what phi adds to it).
 """
 from __future__ import annotations
 
@@ -66,23 +68,45 @@ def analyse_adapter(base: dict, adapter: AdapterFactors, full: dict | None, ener
             "targets": adapter.config["target_modules"], "layers": layers}
 
 
-def similarity_pairs(base: dict, adapters: list[AdapterFactors]) -> list[dict]:
-    """phi for every pair of adapters (in the order given) on every layer both adapt, as nested lists."""
+def target_of(layer: str) -> str:
+    return layer.rsplit(".", 1)[-1]  # "encoder.block.0.layer.0.SelfAttention.q" -> "q"
+
+
+def random_baselines(a: AdapterFactors, b: AdapterFactors, layers: list[str]) -> dict[str, list]:
+    """E phi for random subspaces per target (q, v, ...): max(i, j) / d_in, each target with its own d_in
+    (T5's o reads n_heads * d_kv, q reads d_model)."""
+    widths: dict[str, int] = {}
+    for name in layers:
+        d_in = a.layers[name][0].shape[1]  # A: (r, d_in)
+        if widths.setdefault(target_of(name), d_in) != d_in:
+            raise ValueError(f"the {target_of(name)} layers differ in width ({widths[target_of(name)]} and {d_in} "
+                             f"at {name}): one random baseline per target needs one d_in")
+    return {target: random_expectation(a.r, b.r, d_in).tolist() for target, d_in in widths.items()}
+
+
+def similarity_pairs(base: dict, adapters: list[AdapterFactors], initial: list[dict | None] | None = None) -> list:
+    """phi for every pair of adapters (in the order given) on every layer both adapt, as nested lists; `initial`
+    gives each adapter's A's as initialised (layer -> A (r, d_in)) or None where unknown: where both are known,
+    "init" holds phi of the two initial A's."""
+    initial = initial if initial is not None else [None] * len(adapters)
     pairs = []
-    for a, b in itertools.combinations(adapters, 2):
+    for (a, init_a), (b, init_b) in itertools.combinations(zip(adapters, initial), 2):
         common = [name for name in adapted_layers(base, a) if name in b.layers]
-        pairs.append({"a": str(a.folder), "b": str(b.folder), "r_a": a.r, "r_b": b.r,
-                      "layers": {name: subspace_similarity(a.layers[name][0], b.layers[name][0]).tolist()
-                                 for name in common},
-                      "random": {name: random_expectation(a.r, b.r, a.layers[name][0].shape[1]).tolist()
-                                 for name in common[:1]}})
+        pair = {"a": str(a.folder), "b": str(b.folder), "r_a": a.r, "r_b": b.r,
+                "layers": {name: subspace_similarity(a.layers[name][0], b.layers[name][0]).tolist()
+                           for name in common},
+                "random": random_baselines(a, b, common)}
+        if init_a is not None and init_b is not None:
+            pair["init"] = {name: subspace_similarity(init_a[name], init_b[name]).tolist() for name in common}
+        pairs.append(pair)
     return pairs
 
 
 def analyse(base: dict[str, torch.Tensor], adapters: list[AdapterFactors], full: dict[str, torch.Tensor] | None = None,
-            energy: float = 0.9, seed: int = 0) -> dict:
+            energy: float = 0.9, seed: int = 0, initial: list[dict | None] | None = None) -> dict:
     """Everything analysis.json holds. `base` maps layer names (module paths) to W (d_out, d_in), in the model's
-    order; `full` the same for a fully fine-tuned model. `seed` fixes Table 7's random directions."""
+    order; `full` the same for a fully fine-tuned model; `initial` each adapter's A's as initialised, or None
+    (`similarity_pairs`). `seed` fixes Table 7's random directions."""
     if not adapters:
         raise ValueError("give at least one adapter folder (--adapters DIR [DIR ...])")
     generator = torch.Generator().manual_seed(seed)
@@ -95,5 +119,5 @@ def analyse(base: dict[str, torch.Tensor], adapters: list[AdapterFactors], full:
                                         "relative_change": float(delta.norm() / base[name].double().norm())}
                                  for name, delta in updates.items()}
     result["adapters"] = [analyse_adapter(base, a, updates, energy, generator) for a in adapters]
-    result["subspace_similarity"] = similarity_pairs(base, adapters)
+    result["subspace_similarity"] = similarity_pairs(base, adapters, initial)
     return result

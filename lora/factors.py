@@ -1,21 +1,19 @@
 """An adapter folder read as tensors, without a model: for each adapted layer its A (r, d_in), B (d_out, r), and
-the adapter's scaling. Works on this project's adapters and on peft's (the same files, lora/checkpoint.py).
+the adapter's scaling. Works on this project's adapters and on peft's (the same files, read by lora/adapter_file.py).
 
-peft names tensors `base_model.model.<module path>.lora_A.weight`; the module path (e.g.
-`encoder.block.0.layer.0.SelfAttention.q`) is what the analysis calls a layer, as `model.named_modules()` does.
+The module path (e.g. `encoder.block.0.layer.0.SelfAttention.q`) is what the analysis calls a layer, as
+`model.named_modules()` does.
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
-from lora.checkpoint import KEY_PREFIX, WEIGHTS_NAME
-from lora.merge import read_adapter_config
+from lora.adapter_file import WEIGHTS_NAME, read_adapter_config, read_adapter_weights
+from lora.layer import lora_scaling
 
 
 @dataclass
@@ -33,22 +31,9 @@ class AdapterFactors:
 def read_factors(directory: str | os.PathLike) -> AdapterFactors:
     """A and B of every layer in the folder, checked for pairs and shapes; raises naming the file at fault."""
     config = read_adapter_config(directory)
-    path = Path(directory) / WEIGHTS_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"adapter folder {directory} has no {WEIGHTS_NAME}")
-    r, alpha = config["r"], config["lora_alpha"]
-    scaling = alpha / math.sqrt(r) if config.get("use_rslora", False) else alpha / r
-    found: dict[str, dict[str, torch.Tensor]] = {}
-    for key, tensor in load_file(str(path)).items():
-        for matrix in ("lora_A", "lora_B"):
-            suffix = f".{matrix}.weight"
-            if key.endswith(suffix):
-                found.setdefault(key.removeprefix(KEY_PREFIX).removesuffix(suffix), {})[matrix] = tensor
-                break
-        else:
-            raise ValueError(f"{path}: tensor {key!r} is neither a lora_A nor a lora_B weight")
+    path, r = Path(directory) / WEIGHTS_NAME, config["r"]
     layers = {}
-    for name, pair in found.items():
+    for name, pair in read_adapter_weights(directory).items():
         if set(pair) != {"lora_A", "lora_B"}:
             raise ValueError(f"{path}: layer {name} has {', '.join(pair)} but not both lora_A and lora_B")
         A, B = pair["lora_A"], pair["lora_B"]
@@ -58,4 +43,5 @@ def read_factors(directory: str | os.PathLike) -> AdapterFactors:
         layers[name] = (A, B)
     if not layers:
         raise ValueError(f"{path} holds no LoRA weights")
+    scaling = lora_scaling(r, config["lora_alpha"], config.get("use_rslora", False))
     return AdapterFactors(Path(directory), config, scaling, layers)

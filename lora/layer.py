@@ -38,6 +38,11 @@ def check_hyperparameters(r, alpha, dropout) -> None:
         raise ValueError(f"LoRA dropout must be in [0, 1), got dropout={dropout!r} (--lora-dropout)")
 
 
+def lora_scaling(r: int, alpha: float, use_rslora: bool = False) -> float:
+    """Hu et al. 2021 sec. 4.1: alpha / r; rsLoRA (Kalajdzievski 2023): alpha / sqrt(r)."""
+    return alpha / math.sqrt(r) if use_rslora else alpha / r
+
+
 class LoRALinear(nn.Module):
     """`base(x) + scaling * B A dropout(x)`, with `base` a frozen `nn.Linear` (Hu et al. 2021, eq. 3). A and B take
     `base.weight`'s device and dtype unless told otherwise; `merged` says whether W currently holds the update."""
@@ -50,8 +55,7 @@ class LoRALinear(nn.Module):
         check_hyperparameters(r, alpha, dropout)
         self.base = base.requires_grad_(False)  # W (and its bias) stay as pretrained
         self.r, self.alpha, self.use_rslora = r, alpha, use_rslora
-        # Hu et al. 2021 sec. 4.1: alpha / r; rsLoRA (Kalajdzievski 2023): alpha / sqrt(r).
-        self.scaling = alpha / math.sqrt(r) if use_rslora else alpha / r
+        self.scaling = lora_scaling(r, alpha, use_rslora)
         # Kept apart from the module: cpu_speed.py swaps nn.Dropout, and the adapter file must record what trained.
         self.dropout_p = float(dropout)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -114,25 +118,9 @@ class LoRALinear(nn.Module):
 
 # ---- putting LoRA into a model ---------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class LoRAConfig:
-    """`add_lora`'s settings as one value (run.py's --lora-* flags), checked when it is made."""
-    targets: tuple[str, ...] = ("q", "v")
-    r: int = 8
-    alpha: float = 16
-    dropout: float = 0.0
-    use_rslora: bool = False
-
-    def __post_init__(self):
-        check_hyperparameters(self.r, self.alpha, self.dropout)
-
-
-def lora_layers(model: nn.Module) -> list[tuple[str, LoRALinear]]:
-    """(name, layer) for every LoRALinear in `model`, in `named_modules()` order."""
-    return [(name, module) for name, module in model.named_modules() if isinstance(module, LoRALinear)]
-
-
-def _as_target_tuple(targets: str | Iterable[str]) -> tuple[str, ...]:
+def parse_targets(targets: str | Iterable[str]) -> tuple[str, ...]:
+    """The one parser of target names: "q,v" (--lora-targets) or ("q", "v") -> ("q", "v"), blanks and repeats
+    dropped; raises if no name is left."""
     names = targets.split(",") if isinstance(targets, str) else list(targets)
     names = tuple(dict.fromkeys(name.strip() for name in names if name.strip()))
     if not names:
@@ -140,12 +128,39 @@ def _as_target_tuple(targets: str | Iterable[str]) -> tuple[str, ...]:
     return names
 
 
+@dataclass(frozen=True)
+class LoRAConfig:
+    """What `add_lora` puts into a model, checked when made. The defaults here are the only ones (run.py's
+    --lora-* flags read them): the course's seeds for flan-t5-base, r 32, alpha 32, dropout 0.05 on q and v.
+
+    `init_seed` makes A's draw reproducible from the config alone: add_lora calls `torch.manual_seed(init_seed)`
+    before drawing (None: the caller's random state as it stands, as peft does)."""
+    targets: tuple[str, ...] = ("q", "v")  # "q,v" is accepted too and becomes ("q", "v")
+    r: int = 32
+    alpha: float = 32
+    dropout: float = 0.05
+    use_rslora: bool = False
+    init_seed: int | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "targets", parse_targets(self.targets))  # frozen: set once, here
+        check_hyperparameters(self.r, self.alpha, self.dropout)
+        if self.init_seed is not None and (isinstance(self.init_seed, bool) or not isinstance(self.init_seed, int)):
+            raise ValueError(f"LoRA init_seed must be a whole number or None, got {self.init_seed!r} "
+                             "(--lora-init-seed)")
+
+
+def lora_layers(model: nn.Module) -> list[tuple[str, LoRALinear]]:
+    """(name, layer) for every LoRALinear in `model`, in `named_modules()` order."""
+    return [(name, module) for name, module in model.named_modules() if isinstance(module, LoRALinear)]
+
+
 def find_targets(model: nn.Module, targets: str | Iterable[str]) -> list[str]:
     """Names of the nn.Linear modules whose last name component is one of `targets`; changes nothing.
 
     Raises a ValueError for a target that matches no nn.Linear, listing the Linear names there are.
     """
-    targets = _as_target_tuple(targets)
+    targets = parse_targets(targets)
     linear_names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
     last_components = sorted({name.rsplit(".", 1)[-1] for name in linear_names})
     for target in targets:
@@ -159,20 +174,24 @@ def find_targets(model: nn.Module, targets: str | Iterable[str]) -> list[str]:
     return [name for name in linear_names if name.rsplit(".", 1)[-1] in targets]
 
 
-def add_lora(model: nn.Module, targets: str | Iterable[str] = ("q", "v"), r: int = 8, alpha: float = 16,
-             dropout: float = 0.0, use_rslora: bool = False) -> list[str]:
-    """Wrap every targeted nn.Linear (last name components, e.g. `("q", "v")` or "q,v") in a LoRALinear, in place;
-    freeze every other parameter; return the wrapped names."""
-    check_hyperparameters(r, alpha, dropout)
+def add_lora(model: nn.Module, config: LoRAConfig) -> list[str]:
+    """Wrap every nn.Linear named in `config.targets` (last name components) in a LoRALinear, in place; freeze
+    every other parameter; return the wrapped names. With `config.init_seed`, A is drawn after reseeding with it."""
+    if not isinstance(config, LoRAConfig):
+        raise ValueError(f"add_lora(model, config) takes a LoRAConfig (e.g. LoRAConfig(r=8, alpha=16)), got "
+                         f"{type(config).__name__}")
     already = lora_layers(model)
     if already:
         raise ValueError(f"the model already has LoRA layers (e.g. {already[0][0]}); adding LoRA twice would "
                          "wrap a LoRALinear in another. Call lora.merge.unload_lora(model) first")
-    names = find_targets(model, targets)
+    names = find_targets(model, config.targets)
+    if config.init_seed is not None:
+        torch.manual_seed(config.init_seed)  # every A below is drawn from this seed, in named_modules() order
     for name in names:
         parent_name, _, child_name = name.rpartition(".")
         parent = model.get_submodule(parent_name)
-        setattr(parent, child_name, LoRALinear(getattr(parent, child_name), r, alpha, dropout, use_rslora))
+        layer = LoRALinear(getattr(parent, child_name), config.r, config.alpha, config.dropout, config.use_rslora)
+        setattr(parent, child_name, layer)
     for param in model.parameters():
         param.requires_grad_(False)
     for _, layer in lora_layers(model):

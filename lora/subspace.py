@@ -13,7 +13,10 @@ while the rest is closer to noise: the argument that a very small rank is enough
 
 What to compare against: for two *independent random* subspaces of dimensions i and j in R^d, the expected
 squared overlap E||V_i V_j^T||_F^2 is i * j / d (each of the i unit vectors keeps j/d of its length in the other
-subspace), so phi is about max(i, j) / d: near 0 for d = 512 and small ranks.
+subspace), so phi is about max(i, j) / d: near 0 for d = 512 and small ranks. d is the layer's own d_in, and an
+A of rank r > d_in has only d_in directions, so phi and its random value are (min(r_a, d), min(r_b, d)).
+Adapters whose A's started from one random draw share directions before any training: the fair baseline is
+then phi of the two *initial* A's, which a trained pair must beat (lora/analysis.py reports both).
 """
 from __future__ import annotations
 
@@ -27,7 +30,8 @@ def right_singular_vectors(A: torch.Tensor) -> torch.Tensor:
 
 
 def subspace_similarity(A_a: torch.Tensor, A_b: torch.Tensor) -> torch.Tensor:
-    """phi(a, b, i, j) for every 1 <= i <= r_a, 1 <= j <= r_b, as a (r_a, r_b) tensor: phi[i-1, j-1].
+    """phi(a, b, i, j) for every 1 <= i <= r_a, 1 <= j <= r_b, as a (r_a, r_b) tensor: phi[i-1, j-1] (an A of
+    rank r > d_in has d_in directions: min(r, d_in) rows or columns).
 
     ||V_a[:i] V_b[:j]^T||_F^2 is the sum of the squared entries of the top-left (i, j) block of one (r_a, r_b)
     matrix of inner products, so all of phi comes from one matrix product and two cumulative sums.
@@ -44,7 +48,8 @@ def subspace_similarity(A_a: torch.Tensor, A_b: torch.Tensor) -> torch.Tensor:
 
 
 def random_expectation(r_a: int, r_b: int, d: int) -> torch.Tensor:
-    """E phi for independent uniformly random subspaces in R^d: max(i, j) / d, as a (r_a, r_b) tensor."""
-    i = torch.arange(1, r_a + 1, dtype=torch.float64)[:, None]
-    j = torch.arange(1, r_b + 1, dtype=torch.float64)[None, :]
+    """E phi for independent uniformly random subspaces in R^d: max(i, j) / d, as a (min(r_a, d), min(r_b, d))
+    tensor, the shape `subspace_similarity` gives for A's (r_a, d) and (r_b, d)."""
+    i = torch.arange(1, min(r_a, d) + 1, dtype=torch.float64)[:, None]  # (min(r_a, d), 1)
+    j = torch.arange(1, min(r_b, d) + 1, dtype=torch.float64)[None, :]  # (1, min(r_b, d))
     return torch.maximum(i, j) / d

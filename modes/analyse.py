@@ -6,12 +6,18 @@ Reads the adapters (this project's or peft's folders, or run folders holding `ad
 weights of the adapted layers and, with --full-model, a fully fine-tuned model (a `save_pretrained` folder or a
 run folder holding `model/`). The math is in lora/analysis.py; the files (analysis.json, analysis.md, figures)
 are written by eval/analysis_report.py.
+
+For an adapter of a `--mode lora` run, the A's it started from are drawn again: add_lora with the adapter's
+settings and the run's recorded `lora.init_seed` (metrics.json) draws exactly what training drew. The subspace
+similarity of two runs' initial A's is the baseline their trained A's must beat.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import torch
 from torch import nn
 
 
@@ -47,6 +53,36 @@ def linear_weights(model: nn.Module) -> dict:
     return {name: m.weight.detach() for name, m in model.named_modules() if isinstance(m, nn.Linear)}
 
 
+def recorded_init_seed(given: Path) -> int | None:
+    """The seed a run's A was drawn from (`lora.init_seed` in its metrics.json), for a run folder or its adapter/;
+    None for an adapter folder of its own (e.g. peft's) or a run that did not record it."""
+    run_folder = given.parent if given.name == "adapter" else given
+    metrics = run_folder / "metrics.json"
+    if adapter_folder(given) == run_folder or not metrics.is_file():
+        return None
+    return json.loads(metrics.read_text()).get("lora", {}).get("init_seed")
+
+
+def initial_A(model: nn.Module, adapter, init_seed: int) -> dict:
+    """Layer -> A as `--mode lora` drew it before its first step: add_lora with the adapter's settings and the
+    run's init seed on the base model, then the plain Linear layers back (W untouched, the caller's random state
+    restored)."""
+    from lora.layer import LoRAConfig, add_lora, lora_layers
+    from lora.merge import unload_lora
+
+    config = LoRAConfig(adapter.config["target_modules"], adapter.r, adapter.config["lora_alpha"],
+                        init_seed=init_seed)
+    with torch.random.fork_rng(devices=[]):
+        add_lora(model, config)
+        drawn = {name: layer.lora_A.detach().clone() for name, layer in lora_layers(model)}  # (r, d_in) each
+    unload_lora(model, merge=False)
+    for name, (A, _) in adapter.layers.items():
+        if name not in drawn or drawn[name].shape != A.shape:
+            raise ValueError(f"{adapter.folder}: the A drawn from init seed {init_seed} does not fit layer {name}; "
+                             f"is this the --model (and --seed) the run was trained on?")
+    return drawn
+
+
 def config_from_args(args) -> AnalyseConfig:
     if not args.adapters:
         raise ValueError("--mode analyse needs --adapters DIR [DIR ...] (adapter folders or --mode lora run folders)")
@@ -67,7 +103,12 @@ def analyse_folders(config: AnalyseConfig) -> Path:
     factors = [replace(read_factors(adapter_folder(given)), folder=given) for given in config.adapters]
     base = build_random_init(config.model, seed=config.seed) if config.random_init else load_pretrained(config.model)
     full = linear_weights(load_pretrained(config.full_model)) if config.full_model else None
-    result = analyse(linear_weights(base), factors, full, energy=config.energy, seed=config.seed)
+    weights = linear_weights(base)  # taken before initial_A wraps (and unwraps) the Linear layers
+    seeds = [recorded_init_seed(given) for given in config.adapters]
+    initial = [initial_A(base, f, seed) if seed is not None else None for f, seed in zip(factors, seeds)]
+    result = analyse(weights, factors, full, energy=config.energy, seed=config.seed, initial=initial)
+    for entry, seed in zip(result["adapters"], seeds):
+        entry["init_seed"] = seed
     result = {"model": config.model, "random_init": config.random_init, "seed": config.seed,
               "full_model": str(config.full_model) if config.full_model else None, **result}
     return write_analysis(result, config.output_dir)

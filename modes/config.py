@@ -93,8 +93,10 @@ def output_config(args) -> OutputConfig:
 
 
 def lora_config(args) -> LoRAConfig:
-    targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
-    return LoRAConfig(targets, args.lora_r, args.lora_alpha, args.lora_dropout, args.rslora)
+    """A is drawn from --lora-init-seed, or from --seed when it is left out (a plain --mode lora run); --mode sweep
+    gives each of its runs a seed of its own (modes/sweep.py)."""
+    init_seed = args.lora_init_seed if args.lora_init_seed is not None else args.seed
+    return LoRAConfig(args.lora_targets, args.lora_r, args.lora_alpha, args.lora_dropout, args.rslora, init_seed)
 
 
 def train_config(args, precision: str = "fp32") -> TrainConfig:

@@ -3,10 +3,15 @@
     python run.py --mode sweep --ranks 1,2,4,8,16,32,64 ...              # the LoRA paper's Table 6
     python run.py --mode sweep --target-sets "q;k;v;o;q,k;q,v;q,k,v,o" --lora-r 8 ...   # Table 5, equal budget
 
-Every run gets the same flags (data, steps, seed, learning rate) except the rank and targets, and writes its own
-run folder (`<output-dir>/r8`, `<output-dir>/q,v`), exactly what `--mode lora` writes. Then `sweep.md` and
+Every run gets the same flags (data, steps, seed, learning rate) except the rank, the targets and the seed of A's
+initialisation, and writes its own run folder (`<output-dir>/r8`, `<output-dir>/q,v`), exactly what `--mode lora`
+writes. Run k draws A from seed + k (--lora-init-seed, else --seed; metrics.json records it as `lora.init_seed`,
+and `--mode lora --lora-init-seed` with it repeats the run): drawn from one seed, A of r=8 would be the first 8
+rows of A of r=64 in the first adapted layer, and the subspace similarity would find that shared draw instead of
+what training learned (the paper's Figure 3 compares independently trained adapters). Then `sweep.md` and
 `sweep.png` (eval/sweep_report.py) compare them, and `analysis/` holds the subspace analysis (--mode analyse) of
-the smallest and largest rank (r=8 against r=64 when both are there, as in the paper's Figure 3).
+the smallest and largest rank (r=8 against r=64 when both are there, as in the paper's Figure 3), with the
+similarity of the initial A's beside it as the baseline that training must beat.
 """
 from __future__ import annotations
 
@@ -17,9 +22,10 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class SweepRun:
-    name: str     # the run folder's name
+    name: str       # the run folder's name
     r: int
-    targets: str  # comma-separated, as --lora-targets
+    targets: str    # comma-separated, as --lora-targets
+    init_seed: int  # A's initialisation: its own for every run, so the runs start independent
 
 
 def parse_ranks(text: str) -> list[int]:
@@ -43,13 +49,15 @@ def parse_target_sets(text: str) -> list[str]:
 def plan(args) -> list[SweepRun]:
     if bool(args.ranks) == bool(args.target_sets):
         raise ValueError("--mode sweep needs exactly one of --ranks (e.g. 1,2,4,8) or --target-sets (e.g. 'q;v;q,v')")
+    first_seed = args.lora_init_seed if args.lora_init_seed is not None else args.seed
     if args.ranks:
-        return [SweepRun(f"r{r}", r, args.lora_targets) for r in parse_ranks(args.ranks)]
+        ranks = parse_ranks(args.ranks)
+        return [SweepRun(f"r{r}", r, args.lora_targets, first_seed + k) for k, r in enumerate(ranks)]
     from lora.budget import equal_budget_ranks
 
     sets = parse_target_sets(args.target_sets)
     ranks = equal_budget_ranks(shape_only_model(args.model), sets, args.lora_r)
-    return [SweepRun(targets, r, targets) for targets, r in zip(sets, ranks)]
+    return [SweepRun(targets, r, targets, first_seed + k) for k, (targets, r) in enumerate(zip(sets, ranks))]
 
 
 def shape_only_model(name: str):
@@ -76,11 +84,13 @@ def run(args) -> Path:
 
     runs = plan(args)
     out = Path(args.output_dir or Path("runs") / "sweep")
-    print(f"sweep: {len(runs)} LoRA runs ({', '.join(f'{r.name}: r={r.r} on {r.targets}' for r in runs)}) into {out}/")
+    print(f"sweep: {len(runs)} LoRA runs ({', '.join(f'{r.name}: r={r.r} on {r.targets}' for r in runs)}; A drawn "
+          f"from seeds {runs[0].init_seed}..{runs[-1].init_seed}) into {out}/")
     metrics = []
     for sweep_run in runs:
         one = copy.copy(args)
         one.mode, one.lora_r, one.lora_targets = "lora", sweep_run.r, sweep_run.targets
+        one.lora_init_seed = sweep_run.init_seed
         one.output_dir = str(out / sweep_run.name)
         metrics.append(train(one))
     analysed = analysis_pair(runs) if args.ranks else runs

@@ -84,11 +84,11 @@ def run(args) -> dict:
 def build_model(args, lora):
     """(model, tokenizer): pretrained (or random with --random-init), with LoRA injected in --mode lora."""
     model, tokenizer = load_model_and_tokenizer(args.model, args.random_init, args.seed)
-    torch.manual_seed(args.seed)  # LoRA's A, drawn the same in every process and on every resume
+    torch.manual_seed(args.seed)  # full: the dropout masks start from --seed
     if args.mode == "lora":
         from lora.layer import add_lora
 
-        add_lora(model, **asdict(lora))
+        add_lora(model, lora)  # reseeds with lora.init_seed: A the same in every process and on every resume
     return model, tokenizer
 
 
@@ -199,7 +199,7 @@ def save_model(model, tokenizer, out: Path, mode: str, base_model: str) -> int:
         model.save_pretrained(out / "model")
         tokenizer.save_pretrained(out / "model")
         return folder_bytes(out / "model")
-    from lora.checkpoint import save_adapter
+    from lora.adapter_file import save_adapter
 
     # peft loads the base model from this name: a hub id as given, a local folder as an absolute path (a relative
     # one would point elsewhere as soon as the adapter is loaded from another working directory)

@@ -1,13 +1,13 @@
 """Summarising with a trained LoRA adapter: the base model from `--model`, the adapter from `--adapter DIR`.
 
 An adapter folder (saved by `run.py --mode lora` as RUN/adapter, or by `peft`'s `save_pretrained`; the format is
-the same, see lora/checkpoint.py) holds only the low-rank matrices A and B. To summarise with it we
+the same, see lora/adapter_file.py) holds only the low-rank matrices A and B. To summarise with it we
 
 1. load the base model the adapter was trained on (`--model`, with `--random-init` the same seeded random
    weights the training run started from);
 2. check every key and shape in `adapter_model.safetensors` against the model *before* changing it, so an
    adapter for another model is one line naming the first mismatching key and both shapes;
-3. add LoRA layers and load A and B (`lora.checkpoint.load_adapter`);
+3. add LoRA layers and load A and B (`lora.adapter_file.load_adapter`);
 4. merge: W <- W + (alpha / r) B A in every adapted Linear and put the plain `nn.Linear` back
    (`lora.merge.unload_lora`), so generation runs at the base model's speed with no extra matmuls
    (Hu et al. 2021, "LoRA", section 4.1: "no additional inference latency").
@@ -22,8 +22,8 @@ from pathlib import Path
 
 from torch import nn
 
-from lora.checkpoint import CONFIG_NAME
-from lora.merge import load_adapter, read_adapter_config, unload_lora
+from lora.adapter_file import CONFIG_NAME, load_adapter, read_adapter_config
+from lora.merge import unload_lora
 
 log = logging.getLogger(__name__)
 

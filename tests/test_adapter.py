@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import run
-from lora.checkpoint import save_adapter
-from lora.layer import add_lora, lora_layers
+from lora.adapter_file import save_adapter
+from lora.layer import LoRAConfig, add_lora, lora_layers
 from prompting.adapter import apply_adapter
 from prompting.model import build_from_config
 from tests.conftest import DATA_DIR, SMALL_DIR, tiny_t5_config
@@ -82,7 +82,7 @@ def test_a_folder_without_adapter_config_is_one_line(tmp_path, capsys):
 
 def test_an_adapter_for_another_model_names_the_first_mismatching_key_and_both_shapes(tmp_path, capsys):
     other = build_from_config(tiny_t5_config())  # d_model 32; flan-t5-small's is 512
-    add_lora(other, ("q", "v"), r=4, alpha=8)
+    add_lora(other, LoRAConfig(("q", "v"), r=4, alpha=8, dropout=0.0))
     save_adapter(other, tmp_path / "adapter", base_model_name_or_path="tiny-t5")
     line = fails(["--mode", "zero-shot", *COMMON, "--adapter", str(tmp_path / "adapter"),
                   "--output-dir", str(tmp_path / "out")], capsys)

@@ -6,7 +6,7 @@ import json
 import torch
 
 import run
-from lora.layer import add_lora, lora_layers
+from lora.layer import LoRAConfig, add_lora, lora_layers
 from tests.conftest import DATA_DIR, SMALL_DIR
 from tests.train_helpers import tiny_model
 from train_loop.cpu_speed import use_cpu_kernels
@@ -37,7 +37,7 @@ def test_a_cpu_lora_run_saves_the_flags_it_trained_with(tmp_path, monkeypatch, c
 
 def test_the_dropout_survives_the_cpu_swap_and_a_hub_id_is_kept_as_given(tmp_path):
     model = tiny_model()
-    add_lora(model, targets=("q", "v"), r=2, alpha=4, dropout=0.05)
+    add_lora(model, LoRAConfig(targets=("q", "v"), r=2, alpha=4, dropout=0.05))
     assert use_cpu_kernels(model, torch.device("cpu"))["dropout"] > 0
     assert not any(isinstance(layer.dropout, torch.nn.Dropout) for _, layer in lora_layers(model))  # swapped
     save_model(model, None, tmp_path, mode="lora", base_model="google/flan-t5-small")

@@ -10,8 +10,8 @@ from safetensors.torch import load_file
 
 import run
 from lora.budget import equal_budget_ranks
-from lora.checkpoint import save_adapter
-from lora.layer import add_lora, lora_layers
+from lora.adapter_file import save_adapter
+from lora.layer import LoRAConfig, add_lora, lora_layers
 from prompting.model import build_from_config, build_random_init
 from tests.conftest import DATA_DIR, SMALL_DIR, tiny_t5_config
 from tests.test_run_training import narrow_model_dir, small_run  # noqa: F401 (fixture)
@@ -43,10 +43,10 @@ def test_analyse_reads_our_and_peft_adapters_and_a_full_model(tmp_path, tiny_dir
 
     base = build_random_init(tiny_dir, seed=SEED)
     ours_r2 = copy.deepcopy(base)
-    add_lora(ours_r2, ("q", "v"), r=2, alpha=4)
+    add_lora(ours_r2, LoRAConfig(("q", "v"), r=2, alpha=4, dropout=0.0))
     save_adapter(trained_like(ours_r2, 1), tmp_path / "ours_r2")
     ours_r4 = copy.deepcopy(base)
-    add_lora(ours_r4, ("q", "v"), r=4, alpha=8)
+    add_lora(ours_r4, LoRAConfig(("q", "v"), r=4, alpha=8, dropout=0.0))
     save_adapter(trained_like(ours_r4, 2), tmp_path / "ours_r4")
     theirs = get_peft_model(copy.deepcopy(base), LoraConfig(r=4, lora_alpha=8, target_modules=["q", "v"],
                                                            task_type="SEQ_2_SEQ_LM"))
@@ -90,7 +90,7 @@ def test_analyse_reads_our_and_peft_adapters_and_a_full_model(tmp_path, tiny_dir
 
 def test_a_full_model_of_another_base_is_refused(tmp_path, tiny_dir, capsys):
     base = build_random_init(tiny_dir, seed=SEED)
-    add_lora(base, ("q",), r=2, alpha=2)
+    add_lora(base, LoRAConfig(("q",), r=2, alpha=2, dropout=0.0))
     save_adapter(trained_like(base, 0), tmp_path / "a")
     other = build_random_init(tiny_dir, seed=SEED + 1)
     other.save_pretrained(tmp_path / "other")
@@ -145,7 +145,7 @@ def test_target_set_sweep_spends_one_budget(tmp_path, narrow_model_dir):  # noqa
 
 def test_analyse_names_a_run_folder_as_given(tmp_path, tiny_dir):
     base = build_random_init(tiny_dir, seed=SEED)
-    add_lora(base, ("q",), r=2, alpha=2)
+    add_lora(base, LoRAConfig(("q",), r=2, alpha=2, dropout=0.0))
     for name in ("one", "two"):
         save_adapter(trained_like(base, len(name)), tmp_path / name / "adapter")
     out = tmp_path / "out"
@@ -153,3 +153,44 @@ def test_analyse_names_a_run_folder_as_given(tmp_path, tiny_dir):
                      str(tiny_dir), "--random-init", "--seed", str(SEED), "--output-dir", str(out)]) == 0
     pair = json.loads((out / "analysis.json").read_text())["subspace_similarity"][0]
     assert (pair["a"], pair["b"]) == (str(tmp_path / "one"), str(tmp_path / "two"))
+
+
+def test_sweep_runs_start_from_independent_initialisations(tmp_path, narrow_model_dir):  # noqa: F811
+    """Hu et al. 2021, section 7.2 compare independently trained adapters. Drawn after one reseed, the first layer's
+    A of r=2 would be the first 2 rows of A of r=4, and phi(2, 4) = 1 there before any training: each sweep run draws
+    A from its own recorded seed, and the report gives phi of the two initial A's as the baseline to beat."""
+    sweep = tmp_path / "sweep"
+    flags = small_run("sweep", narrow_model_dir, sweep, "--ranks", "2,4", "--max-eval-samples", "1")
+    flags[flags.index("--max-steps") + 1] = "1"
+    assert run.main(flags) == 0
+    seeds = [json.loads((sweep / name / "metrics.json").read_text())["lora"]["init_seed"] for name in ("r2", "r4")]
+    assert seeds[0] == 42 and seeds[1] != seeds[0]  # the first run is the plain --mode lora run of --seed 42
+    pair = json.loads((sweep / "analysis" / "analysis.json").read_text())["subspace_similarity"][0]
+    first = next(iter(pair["layers"]))
+    # One step at lr 1e-3 leaves A near its draw: shared draws would give phi(2, 4) near 1; independent ones
+    # about max(i, j) / d = 4 / 64 on the narrow model
+    assert pair["layers"][first][-1][-1] < 0.5
+    assert pair["init"][first][-1][-1] < 0.5 and len(pair["init"]) == len(pair["layers"])
+    text = (sweep / "analysis" / "analysis.md").read_text()
+    assert "| at init: mean |" in text
+
+
+def test_the_initial_A_is_drawn_again_exactly_as_training_drew_it(tiny_dir):
+    """The init baseline is fair only if it is the A training started from: --mode lora's build_model draw."""
+    from pathlib import Path
+
+    from lora.factors import AdapterFactors
+    from modes.analyse import initial_A
+    from modes.config import lora_config
+    from modes.train import build_model
+
+    args = run.build_parser().parse_args(["--mode", "lora", "--model", str(tiny_dir), "--random-init", "--seed",
+                                          str(SEED), "--lora-r", "4", "--lora-init-seed", "7"])
+    model, _ = build_model(args, lora_config(args))
+    layers = {name: (layer.lora_A.detach(), layer.lora_B.detach()) for name, layer in lora_layers(model)}
+    adapter = AdapterFactors(Path("run/adapter"), {"r": 4, "lora_alpha": 32, "target_modules": ["q", "v"]}, 1.0, layers)
+    base = build_random_init(tiny_dir, seed=SEED)
+    drawn = initial_A(base, adapter, init_seed=7)
+    assert drawn.keys() == layers.keys() and all(torch.equal(drawn[n], A) for n, (A, _) in layers.items())
+    assert not lora_layers(base)  # the base model is given back as it was
+    assert not torch.equal(initial_A(base, adapter, init_seed=8)[next(iter(layers))], next(iter(layers.values()))[0])

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from transformers.activations import NewGELUActivation
 
-from lora.layer import add_lora
+from lora.layer import LoRAConfig, add_lora
 from tests.train_helpers import random_batches, tiny_model
 from train_loop.cpu_speed import ATTENTION, FastDropout, fast_dropout, keep_mask, use_cpu_kernels
 from train_loop.step import token_loss_sum
@@ -69,7 +69,7 @@ def test_impossible_probability_is_refused():
 
 def test_swap_reaches_every_dropout_and_gelu_of_t5_and_lora_and_routes_attention():
     model = tiny_model(dropout_rate=0.1)
-    add_lora(model, targets=("q", "v"), r=4, alpha=8, dropout=0.05)
+    add_lora(model, LoRAConfig(targets=("q", "v"), r=4, alpha=8, dropout=0.05))
     dropouts = sum(type(m) is nn.Dropout for m in model.modules())
     gelus = sum(type(m) is NewGELUActivation for m in model.modules())
     assert use_cpu_kernels(model, CPU) == {"dropout": dropouts, "gelu": gelus} and dropouts > 0 and gelus == 4

@@ -109,3 +109,34 @@ def test_an_update_captures_itself_as_well_as_any_rank_r_pair_can():
     other_U, other_Vh = sp.top_directions(torch.randn(30, 20, dtype=torch.float64, generator=g), 5)
     assert sp.captured_energy(M, other_U, other_Vh) < sp.best_rank_energy(M, 5)
     assert sp.cosine(M, 3 * M) == pytest.approx(1.0) and sp.cosine(M, -M) == pytest.approx(-1.0)
+
+
+def test_the_random_baseline_of_phi_uses_each_targets_own_width(tmp_path):
+    """T5's o reads the heads' width (d_kv * heads), q reads d_model: each target's random phi is max(i, j) / its
+    own d_in, over i <= min(r_a, d_in) and j <= min(r_b, d_in), the shape phi itself has. Here r_b = 8 > d_in = 6."""
+    from statistics import mean
+
+    from eval.analysis_report import write_analysis
+    from lora.analysis import analyse
+    from lora.factors import AdapterFactors
+
+    g = torch.Generator().manual_seed(0)
+    base = {"block.q": torch.randn(16, 16, generator=g), "block.o": torch.randn(16, 6, generator=g)}
+
+    def factors(r, folder):
+        layers = {name: (torch.randn(r, W.shape[1], generator=g), torch.randn(W.shape[0], r, generator=g))
+                  for name, W in base.items()}
+        return AdapterFactors(tmp_path / folder, {"r": r, "lora_alpha": r, "target_modules": ["o", "q"]}, 1.0, layers)
+
+    result = analyse(base, [factors(4, "a"), factors(8, "b")])
+    expected = {"q": [[max(i, j) / 16 for j in range(1, 9)] for i in range(1, 5)],
+                "o": [[max(i, j) / 6 for j in range(1, 7)] for i in range(1, 5)]}  # phi on o is (4, 6)
+    lines = write_analysis({"model": "toy", **result}, tmp_path / "out").read_text().splitlines()
+    for target, grid in expected.items():
+        row = next(line for line in lines if line.startswith(f"| {target} | 1 |"))
+        assert row.endswith(f"| {mean(v for r in grid for v in r):.3f} |"), row  # the 'random: mean' column
+    pair = result["subspace_similarity"][0]
+    for name, target in (("block.q", "q"), ("block.o", "o")):
+        random = torch.tensor(pair["random"][target], dtype=torch.float64)
+        assert random.shape == torch.tensor(pair["layers"][name]).shape
+        assert torch.allclose(random, torch.tensor(expected[target], dtype=torch.float64))

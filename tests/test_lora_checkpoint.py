@@ -1,4 +1,5 @@
-"""Adapters in peft's format: ours load in peft, peft's load in ours, and bad folders fail with clear errors."""
+"""Adapters in peft's format (lora/adapter_file.py): ours load in peft, peft's load in ours, and bad folders
+fail with clear errors."""
 import copy
 import json
 
@@ -7,9 +8,9 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 
-from lora.checkpoint import save_adapter
-from lora.layer import add_lora, lora_layers
-from lora.merge import load_adapter, lora_parameters, merge_lora
+from lora.adapter_file import load_adapter, save_adapter
+from lora.layer import LoRAConfig, add_lora, lora_layers
+from lora.merge import lora_parameters, merge_lora
 from prompting.model import build_from_config
 from tests.conftest import tiny_t5_config
 
@@ -36,7 +37,7 @@ def _rel(a, b):
 def _trained(base, r=4, alpha=8, use_rslora=False, targets=("q", "v")):
     """A LoRA model whose A and B are not at their init (as after training)."""
     model = copy.deepcopy(base)
-    add_lora(model, targets=targets, r=r, alpha=alpha, dropout=0.05, use_rslora=use_rslora)
+    add_lora(model, LoRAConfig(targets=targets, r=r, alpha=alpha, dropout=0.05, use_rslora=use_rslora))
     with torch.no_grad():
         for p in lora_parameters(model):
             p.normal_(std=0.3)
@@ -93,7 +94,7 @@ def test_loading_into_a_model_with_matching_lora_only_copies_the_weights(base, i
     saved = _trained(base)
     save_adapter(saved, tmp_path)
     model = copy.deepcopy(base)
-    add_lora(model, r=4, alpha=8)
+    add_lora(model, LoRAConfig(r=4, alpha=8, dropout=0.0))
     layers_before = [layer for _, layer in lora_layers(model)]
     load_adapter(model, tmp_path)
     assert [layer for _, layer in lora_layers(model)] == layers_before  # same objects, no second injection
@@ -136,7 +137,7 @@ def test_missing_or_malformed_files_raise_naming_them(base, tmp_path):
 def test_an_adapter_for_another_rank_or_model_names_the_key_and_both_shapes(base, tmp_path):
     save_adapter(_trained(base, r=4), tmp_path)
     model = copy.deepcopy(base)
-    add_lora(model, r=8, alpha=8)
+    add_lora(model, LoRAConfig(r=8, alpha=8, dropout=0.0))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     first_key = r"'base_model.model.encoder.block.0.layer.0.SelfAttention.q.lora_A.weight'"
     with pytest.raises(ValueError, match=first_key + r" has shape \(4, 32\) but the model expects \(8, 32\)"):
@@ -152,7 +153,7 @@ def test_an_adapter_for_another_rank_or_model_names_the_key_and_both_shapes(base
 def test_an_adapter_for_other_targets_is_refused(base, tmp_path):
     save_adapter(_trained(base, targets=("q", "v")), tmp_path)
     model = copy.deepcopy(base)
-    add_lora(model, targets=("q", "k"), r=4, alpha=8)
+    add_lora(model, LoRAConfig(targets=("q", "k"), r=4, alpha=8, dropout=0.0))
     with pytest.raises(ValueError, match=r"has no tensor '.*SelfAttention.k.lora_A.weight'"):
         load_adapter(model, tmp_path)
     weights = load_file(tmp_path / "adapter_model.safetensors")  # a file with one key the model has no place for
@@ -172,11 +173,11 @@ def test_an_adapter_for_other_targets_is_refused(base, tmp_path):
 def test_other_alpha_or_a_merged_model_is_refused(base, tmp_path):
     save_adapter(_trained(base, alpha=8), tmp_path)
     model = copy.deepcopy(base)
-    add_lora(model, r=4, alpha=16)
+    add_lora(model, LoRAConfig(r=4, alpha=16, dropout=0.0))
     with pytest.raises(ValueError, match="alpha=16.*lora_alpha=8"):
         load_adapter(model, tmp_path)
     model = copy.deepcopy(base)
-    add_lora(model, r=4, alpha=8)
+    add_lora(model, LoRAConfig(r=4, alpha=8, dropout=0.0))
     merge_lora(model)
     with pytest.raises(ValueError, match="is merged; call unmerge_lora"):
         load_adapter(model, tmp_path)

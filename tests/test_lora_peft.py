@@ -5,7 +5,7 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from lora.layer import add_lora, lora_layers
+from lora.layer import LoRAConfig, add_lora, lora_layers
 from lora.merge import lora_parameters
 from prompting.model import build_from_config, build_random_init
 from tests.conftest import SMALL_DIR, tiny_t5_config
@@ -27,7 +27,7 @@ def _rel(ours, theirs):
 def _ours_and_peft(base, r, alpha, use_rslora):
     """Our LoRA and peft's on two deep copies of `base`, holding identical non-zero A and B."""
     ours = copy.deepcopy(base)
-    add_lora(ours, targets=("q", "v"), r=r, alpha=alpha, use_rslora=use_rslora)
+    add_lora(ours, LoRAConfig(targets=("q", "v"), r=r, alpha=alpha, use_rslora=use_rslora, dropout=0.0))
     config = LoraConfig(r=r, lora_alpha=alpha, target_modules=["q", "v"], lora_dropout=0.0,
                         use_rslora=use_rslora, task_type="SEQ_2_SEQ_LM")
     theirs = get_peft_model(copy.deepcopy(base), config)

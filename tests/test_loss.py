@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lora.layer import add_lora
+from lora.layer import LoRAConfig, add_lora
 from prompting.model import build_random_init
 from tests.conftest import SMALL_DIR
 from tests.train_helpers import quick_config, random_batches, tiny_model
@@ -44,7 +44,7 @@ def test_label_only_loss_and_gradients_equal_the_full_logits_ones_in_float64(tie
     model = tiny_model(tie_word_embeddings=tied_head).double()
     assert model.config.scale_decoder_outputs == tied_head  # both branches of decoder_states are exercised
     if lora:
-        add_lora(model, targets=("q", "v"), r=4, alpha=8)
+        add_lora(model, LoRAConfig(targets=("q", "v"), r=4, alpha=8, dropout=0.0))
         with torch.no_grad():  # B != 0, so the adapters change the output and A gets a gradient too
             for name, p in model.named_parameters():
                 if name.endswith("lora_B"):

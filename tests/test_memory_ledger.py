@@ -3,7 +3,7 @@ gradients and AdamW's two fp32 moments for the trainable parameters only (full v
 import pytest
 import torch
 
-from lora.layer import add_lora
+from lora.layer import LoRAConfig, add_lora
 from prompting.model import build_from_config
 from tests.conftest import tiny_t5_config
 from train_loop.memory import MemoryLedger
@@ -23,7 +23,7 @@ def one_step(model, device=torch.device("cpu")):
 def test_ledger_parts_are_counts_times_element_sizes(mode):
     model = build_from_config(tiny_t5_config())
     if mode == "lora":
-        add_lora(model, ("q", "v"), r=4, alpha=8)
+        add_lora(model, LoRAConfig(("q", "v"), r=4, alpha=8, dropout=0.0))
     params = list(model.parameters())
     trainable = [p for p in params if p.requires_grad]
     n_total, n_trainable = sum(p.numel() for p in params), sum(p.numel() for p in trainable)

@@ -102,12 +102,12 @@ def test_stock_trainer_on_t5_sums_micro_batch_means_under_accumulation(tmp_path)
 def test_lora_mode_equals_seq2seq_trainer_with_peft(tmp_path):
     from peft import LoraConfig, get_peft_model
 
-    from lora.layer import add_lora
+    from lora.layer import LoRAConfig, add_lora
 
     batches = random_batches(13)
     base = tiny_model()
     ours = copy.deepcopy(base)
-    add_lora(ours, targets=("q", "v"), r=4, alpha=8, dropout=0.0)
+    add_lora(ours, LoRAConfig(targets=("q", "v"), r=4, alpha=8, dropout=0.0))
     theirs = get_peft_model(copy.deepcopy(base), LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
                                                            target_modules=["q", "v"], task_type="SEQ_2_SEQ_LM"))
     torch.manual_seed(5)

@@ -64,9 +64,9 @@ def test_full_fine_tuning_lowers_validation_loss_on_dialogsum():
 
 
 def test_lora_fine_tuning_lowers_validation_loss_on_dialogsum():  # waits on the lora/ merge
-    from lora.layer import add_lora
+    from lora.layer import LoRAConfig, add_lora
 
     model = small_model()
-    add_lora(model, targets=("q", "v"), r=8, alpha=16)
+    add_lora(model, LoRAConfig(targets=("q", "v"), r=8, alpha=16, dropout=0.0))
     before, after = learn(model)
     assert after < before - 0.3, (before, after)
