@@ -8,9 +8,9 @@ import pytest
 import torch
 from peft import PeftModel
 
-from lora.checkpoint import save_adapter
-from lora.layer import LoRALinear, add_lora, find_targets, lora_layers
-from lora.merge import load_adapter, lora_parameters, merge_lora, unload_lora, unmerge_lora
+from lora.adapter_file import load_adapter, save_adapter
+from lora.layer import LoRAConfig, LoRALinear, add_lora, find_targets, lora_layers
+from lora.merge import lora_parameters, merge_lora, unload_lora, unmerge_lora
 from prompting.model import build_from_config
 from tests.conftest import tiny_t5_config
 from tests.train_helpers import quick_config, random_batches
@@ -56,7 +56,7 @@ def _rel(a, b):
 def test_every_offered_target_trains_generates_saves_loads_in_peft_and_merges(feed_forward, target, tmp_path):
     base = base_model(feed_forward)
     model = copy.deepcopy(base)
-    names = add_lora(model, (target,), r=4, alpha=8)
+    names = add_lora(model, LoRAConfig(targets=(target,), r=4, alpha=8, dropout=0.0))
     assert names and all(isinstance(model.get_submodule(n), LoRALinear) for n in names)
 
     batches = random_batches(2, batch_size=2)

@@ -115,10 +115,10 @@ def test_a_bart_model_trains_in_the_loop_fully_or_with_lora_on_its_own_names(lor
     model = tiny_bart()
     if lora:
         with pytest.raises(ValueError) as err:  # FLAN-T5's names: one line that names BART's
-            add_lora(model, targets=("q", "v"))
+            add_lora(model, LoRAConfig(targets=("q", "v")))
         assert "\n" not in str(err.value) and "Did you mean 'q_proj'?" in str(err.value)
         assert "k_proj, lm_head, out_proj, q_proj, v_proj" in str(err.value)
-        assert len(add_lora(model, targets=("q_proj", "v_proj"), r=4, alpha=8)) == 6  # 2 self- + 1 cross-attention
+        assert len(add_lora(model, LoRAConfig(targets=("q_proj", "v_proj"), r=4, alpha=8, dropout=0.0))) == 6  # 2 self- + 1 cross-attention
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     batches = random_batches(4, batch_size=2)
     result = train(model, lambda epoch: batches, quick_config(max_steps=2, grad_accum=1), CPU,
