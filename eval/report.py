@@ -60,6 +60,25 @@ def scores_table(runs: list[Run]) -> list[str]:
     return lines
 
 
+def share(value) -> str:
+    return f"{100 * value:.0f}%" if isinstance(value, (int, float)) else NOT_KNOWN
+
+
+def course_style_table(runs: list[Run]) -> list[str]:
+    """The course notebook's way: every (dialogue, human summary) pair its own row, text as written."""
+    styled = [run for run in runs if run.metrics.get("course_style")]
+    if not styled:
+        return []
+    types = ("rouge1", "rouge2", "rougeL")
+    lines = ["| run | rows | " + " | ".join(HEADINGS[t] for t in types) + " | repeats a phrase |",
+             "|" + " --- |" * (3 + len(types))]
+    for run in styled:
+        m = run.metrics["course_style"]
+        lines.append("| " + " | ".join(cell(v) for v in [run.name, m["rows"], *(with_interval(m, t) for t in types),
+                                                          share(run.metrics.get("degenerate_share"))]) + " |")
+    return lines
+
+
 def baseline_of(runs: list[Run]) -> Run:
     """The zero-shot run if there is one, else the first run."""
     return next((run for run in runs if run.metrics.get("mode") == "zero-shot"), runs[0])
@@ -151,6 +170,12 @@ def write_report(runs: list[Run], out_dir: Path, notes: list[str] = ()) -> Path:
         lines += [f"{lsum}.", ""]
     lines += ["## Scores", "", "ROUGE in points with [a seeded 95% bootstrap interval of the mean] where the run "
               "recorded one.", "", *scores_table(runs), "", "![ROUGE of each run](report.png)", ""]
+    course = course_style_table(runs)
+    if course:
+        lines += ["## Course-style scores", "", "Each test dialogue's three human summaries as three rows, each "
+                  "scored on its own, texts as written: the way the course notebook scores (its FLAN-T5-base table "
+                  "is in this form). \"Repeats a phrase\": the share of summaries in which four words come twice, "
+                  "the mark of a degenerate output.", "", *course, ""]
     if len(runs) > 1:
         lines += [f"## Gains over {baseline.name} (points)", "", *gains_table(runs, baseline), ""]
     for run in runs:  # runs from --mode score: the same predictions scored the ways other tools do

@@ -126,3 +126,14 @@ def test_the_study_runs_each_mode_into_its_own_folder_then_reports(tmp_path, mon
     assert calls == [(mode, str(tmp_path / mode), None) for mode in ("zero-shot", "full", "lora")]
     assert args.mode == "compare" and args.output_dir == str(tmp_path) and args.shots == 3  # a copy was changed
     assert all(f"| {mode} | flan-t5-small |" in report for mode in ("zero-shot", "full", "lora"))
+
+
+def test_report_shows_the_course_style_scores_and_the_share_of_degenerate_summaries(tmp_path):
+    looping = "#Person1# tells #Person2# about the memo and #Person1# tells #Person2# about the memo."
+    folder = write_run(tmp_path / "full", "full", [looping, "The station is north.", "Person1 lost keys."], 10)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["degenerate_share"] == pytest.approx(1 / 3, abs=1e-4)
+    assert metrics["course_style"]["rows"] == 6  # two human summaries per dialogue, each its own row
+    text = compare(Namespace(runs=[folder], output_dir=str(tmp_path / "report"))).read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| full | 6 |"))
+    assert f"{100 * metrics['course_style']['rouge1']:.2f}" in row and row.endswith("| 33% |")
