@@ -36,17 +36,23 @@ class _CountingCollator:
 
 def run_trainer(model, tokenizer, prompts, summaries, *, recipe, lora, steps, batch_size, lr, warmup_steps_timed,
                 lora_r=32, lora_alpha=32, lora_dropout=0.05, seed=42, output_dir="/tmp/bench-trainer",
-                precision="fp32"):
+                precision="fp32", encoded=None):
     """Train `steps` optimiser steps with Seq2SeqTrainer; return losses, step times and real tokens per step.
-    `precision` ('fp32', 'bf16' or 'fp16') applies to the `best` recipe; the seeds' recipe is fp32 by definition."""
+    `precision` ('fp32', 'bf16' or 'fp16') applies to the `best` recipe; the seeds' recipe is fp32 by definition.
+    `encoded` = (input ids, label ids), lists of token ids, replaces `prompts` and `summaries` (pretraining's
+    span-corruption and instruction examples, bench/bench_pretrain.py)."""
     from datasets import Dataset
     from transformers import (DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback)
 
     pad_all = recipe == "seeds"
-    enc = tokenizer(prompts, max_length=512, truncation=True, padding="max_length" if pad_all else False)
-    tgt = tokenizer(text_target=summaries, max_length=128, truncation=True,
-                    padding="max_length" if pad_all else False)
-    labels = [[t if t != tokenizer.pad_token_id else IGNORE_INDEX for t in row] for row in tgt["input_ids"]]
+    if encoded is not None:
+        inputs, labels = encoded
+        enc = {"input_ids": inputs, "attention_mask": [[1] * len(ids) for ids in inputs]}
+    else:
+        enc = tokenizer(prompts, max_length=512, truncation=True, padding="max_length" if pad_all else False)
+        tgt = tokenizer(text_target=summaries, max_length=128, truncation=True,
+                        padding="max_length" if pad_all else False)
+        labels = [[t if t != tokenizer.pad_token_id else IGNORE_INDEX for t in row] for row in tgt["input_ids"]]
     dataset = Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
                                  "labels": labels})
 

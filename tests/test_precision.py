@@ -2,7 +2,9 @@
 own capability queries, since no one machine has them all: 'auto' is bf16 only where bf16 is native, an explicit
 bf16 on a CPU that emulates it runs with a warning naming the slowdown, impossible choices raise naming the flag."""
 import logging
+import re
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -93,6 +95,9 @@ def test_resolve_precision_is_the_same_rule(monkeypatch):
 def test_the_machine_is_described_by_model_and_features(monkeypatch):
     line = describe_machine("cpu")
     assert line.startswith("CPU ") and "threads" in line
+    info = Path("/proc/cpuinfo").read_text()
+    family, model = (re.search(rf"^{key}\s*:\s*(\d+)", info, re.M).group(1) for key in ("cpu family", "model"))
+    assert f"(family {family}, model {model})" in line  # as lscpu prints them: the numbers that tell CPUs apart
     for feature in ("AVX2", "AVX-512", "AVX512-BF16", "AMX"):
         assert feature in line  # each one, under "has" or "lacks"
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx2": True, "amx_tile": True})

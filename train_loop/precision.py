@@ -99,10 +99,15 @@ CPU_FEATURES = {"AVX2": "avx2", "AVX-512": "avx512_f", "AVX512-BF16": "avx512_bf
 
 
 def cpu_model_name() -> str:
+    """What lscpu prints as "Model name", with its family and model numbers (they tell CPUs with one marketing
+    name apart), e.g. 'Intel(R) Xeon(R) Processor (family 6, model 207)'."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
+                    if ":" in line)
+        info = {k.strip(): v.strip() for k, v in info.items()}
+        if "model name" in info:
+            numbers = f" (family {info['cpu family']}, model {info['model']})" if "cpu family" in info else ""
+            return info["model name"] + numbers
     except OSError:
         pass
     return torch.cpu.get_capabilities().get("cpu_name") or platform.processor() or platform.machine()
