@@ -23,7 +23,6 @@ EVAL = ["--model", str(MODEL), "--data", str(DATA), "--split", "test", "--max-ev
         "--max-new-tokens", "48", "--batch-size", "8", "--device", "cpu", "--precision", "fp32"]
 TRAIN = ["--max-train-samples", "512", "--max-val-samples", "32", "--max-steps", "40", "--max-input-tokens", "384",
          "--max-target-tokens", "64"]
-LR = {"lora": "2e-3", "full": "5e-4"}
 
 
 def predictions(folder: Path) -> list[str]:
@@ -36,7 +35,7 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("baby")
     assert run.main(["--mode", "zero-shot", *EVAL, "--output-dir", str(root / "zero-shot")]) == 0
     for mode in ("lora", "full"):
-        assert run.main(["--mode", mode, *EVAL, *TRAIN, "--lr", LR[mode], "--output-dir", str(root / mode)]) == 0
+        assert run.main(["--mode", mode, *EVAL, *TRAIN, "--output-dir", str(root / mode)]) == 0
     return {name: json.loads((root / name / "metrics.json").read_text()) | {"folder": root / name}
             for name in ("zero-shot", "lora", "full")}
 
