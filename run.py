@@ -8,15 +8,15 @@
     python run.py --mode score --predictions FILE ...  # ROUGE for predictions any tool wrote (CSV or JSONL)
     torchrun --nproc_per_node N run.py --mode full|lora  # the same training on N processes (GPUs, machines)
 
-This file reads the command line and hands it to the mode's runner (modes/), which builds the configuration and
-calls the library. The library raises ValueError / FileNotFoundError naming the problem; here such an error becomes
-one line on stderr and exit code 2. Under torchrun only rank 0 prints (every process meets the same bad flag).
+This file reads the command line and hands it to the mode's runner (modes/): its `config_from_args` builds the run's
+configuration once, complete, and its `run(config)` calls the library, which never sees the command line. The
+library raises ValueError / FileNotFoundError naming the problem; here such an error becomes one line on stderr and
+exit code 2. Under torchrun only rank 0 prints (every process meets the same bad flag).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import logging
 import os
 import sys
@@ -26,10 +26,6 @@ PROMPT_MODES = ("zero-shot", "one-shot", "few-shot")
 TRAIN_MODES = ("full", "lora")
 MODES = PROMPT_MODES + TRAIN_MODES + ("compare", "analyse", "sweep", "score", "pretrain")
 CPU_KERNELS_DEFAULT = True  # decided by a side-by-side measurement: README, "Speed"
-RUNNERS = {**{mode: "modes.prompt" for mode in PROMPT_MODES}, **{mode: "modes.train" for mode in TRAIN_MODES},
-           "compare": "modes.compare", "analyse": "modes.analyse", "sweep": "modes.sweep", "score": "modes.score",
-           "pretrain": "modes.pretrain"}
-# each module has run(args) -> metrics dict, the path of the report it wrote, or (score) its printout
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     g.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="auto: bf16 autocast where the device computes bf16 natively (CUDA compute capability 8.0+; "
-                        "a CPU with AVX512-BF16 or AMX), else fp32 (train_loop/precision.py)")
+                        "a CPU with AVX512-BF16 or AMX), else fp32 (model/device.py)")
     g.add_argument("--fsdp", action="store_true",
                    help="under torchrun: shard the model, gradients and optimiser state over the processes "
                         "(FSDP2, one unit per T5 block) instead of a whole copy on each")
@@ -146,13 +142,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def dispatch(args: argparse.Namespace):
-    """Run the mode; returns its metrics (a dict) or, for compare, the path of report.md."""
+    """Run the mode: its runner, imported only now, builds its configuration from the flags and runs it; returns
+    the metrics (a dict), the path of the report it wrote (compare, analyse, sweep) or, for score, its printout."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.mode not in TRAIN_MODES:
         raise ValueError(f"--mode {args.mode} runs on one process; only --mode full|lora runs under torchrun "
                          f"with several")
     if args.fsdp and args.mode not in TRAIN_MODES:
         raise ValueError("--fsdp shards training: use it with --mode full|lora")
-    return importlib.import_module(RUNNERS[args.mode]).run(args)
+    if args.mode in TRAIN_MODES:
+        from modes.train import config_from_args, run
+    elif args.mode in PROMPT_MODES:
+        from modes.prompt import config_from_args, run
+    elif args.mode == "compare":
+        from modes.compare import config_from_args, run
+    elif args.mode == "analyse":
+        from modes.analyse import config_from_args, run
+    elif args.mode == "sweep":
+        from modes.sweep import config_from_args, run
+    elif args.mode == "score":
+        from modes.score import config_from_args, run
+    else:
+        from modes.pretrain import config_from_args, run
+    return run(config_from_args(args))
 
 
 def summary(result) -> str:
@@ -172,7 +183,7 @@ def show_project_logs() -> None:
     """The project's `logging` lines, plain, on this call's stderr (replacing an earlier call's handler)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    for package in ("lora", "prompting", "train_loop", "eval", "modes"):
+    for package in ("lora", "model", "prompting", "train_loop", "pretrain", "eval", "modes"):
         logger = logging.getLogger(package)
         logger.handlers = [handler]
         logger.setLevel(logging.INFO)
@@ -181,12 +192,15 @@ def show_project_logs() -> None:
 def use_local_cache_if_offline(args: argparse.Namespace) -> None:
     """Hub ids and no network: the libraries answer from their cache at once instead of retrying for a minute
     (set before transformers/datasets are imported: they read these variables once)."""
-    from prompting.model import hub_is_reachable, is_local
+    from model.load import is_local
 
     names = [args.model, args.data] if args.mode != "score" and (args.mode != "compare" or not args.runs) else []
-    if any(not is_local(n) for n in names) and not hub_is_reachable():
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    if any(not is_local(n) for n in names):
+        from model.hub import hub_is_reachable
+
+        if not hub_is_reachable():
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ the same, see lora/checkpoint.py) holds only the low-rank matrices A and B. To s
    weights the training run started from);
 2. check every key and shape in `adapter_model.safetensors` against the model *before* changing it, so an
    adapter for another model is one line naming the first mismatching key and both shapes;
-3. add LoRA layers and load A and B (`lora.checkpoint.load_adapter`);
+3. add LoRA layers and load A and B (`lora.merge.load_adapter`);
 4. merge: W <- W + (alpha / r) B A in every adapted Linear and put the plain `nn.Linear` back
    (`lora.merge.unload_lora`), so generation runs at the base model's speed with no extra matmuls
    (Hu et al. 2021, "LoRA", section 4.1: "no additional inference latency").

@@ -12,7 +12,7 @@ import run
 from lora.budget import equal_budget_ranks
 from lora.checkpoint import save_adapter
 from lora.layer import add_lora, lora_layers
-from prompting.model import build_from_config, build_random_init
+from model.load import build_from_config, build_random_init
 from tests.conftest import DATA_DIR, SMALL_DIR, tiny_t5_config
 from tests.test_run_training import narrow_model_dir, small_run  # noqa: F401 (fixture)
 

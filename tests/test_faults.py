@@ -20,9 +20,9 @@ CPU = torch.device("cpu")
 @pytest.fixture(autouse=True)
 def offline(monkeypatch):
     """No machine of this project reaches the hub: answer at once instead of trying a connection."""
-    import prompting.model
+    import model.hub
 
-    monkeypatch.setattr(prompting.model, "hub_is_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(model.hub, "hub_is_reachable", lambda timeout=3.0: False)
 
 
 def fails(argv, capsys) -> str:
@@ -215,7 +215,7 @@ def test_a_broken_model_folder_is_named_not_blamed_on_the_hub(tmp_path, capsys, 
 
 
 def test_a_split_too_small_for_the_processes_names_the_flag(tmp_path):
-    from modes.config import DataConfig
+    from prompting.dialogsum import DataConfig
     from modes.train import examples_for
 
     data = DataConfig(str(data_folder(tmp_path)), seed=0, max_val_samples=1)

@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from lora.checkpoint import save_adapter
 from lora.layer import add_lora, lora_layers
 from lora.merge import load_adapter, lora_parameters, merge_lora
-from prompting.model import build_from_config
+from model.load import build_from_config
 from tests.conftest import tiny_t5_config
 
 

@@ -8,7 +8,7 @@ from transformers import T5ForConditionalGeneration
 from lora.layer import add_lora, lora_layers
 from lora.merge import lora_parameters, merge_lora, parameter_report, unload_lora, unmerge_lora
 from lora.layer import LoRALinear
-from prompting.model import build_from_config, build_random_init, count_parameters
+from model.load import build_from_config, build_random_init, count_parameters
 from tests.conftest import BASE_DIR, SMALL_DIR, tiny_t5_config
 
 

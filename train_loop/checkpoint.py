@@ -1,4 +1,5 @@
-"""The training state on disk: written atomically, found again after a crash, refused when it belongs to another run.
+"""The training state on disk: written atomically, found again after a crash, refused when it belongs to another run;
+and the run folder it lives in, prepared before training starts.
 
 A checkpoint, `checkpoints/step-00000040.pt`, holds everything the next optimiser step depends on: the trainable
 weights (only LoRA's A and B in LoRA mode: the frozen base is rebuilt from `--model`/`--seed`), the AdamW moments,
@@ -10,7 +11,7 @@ Atomic: written as `*.pt.tmp`, fsynced, then renamed over its name with `os.repl
 killed mid-write leaves at worst a `.tmp` that `latest_checkpoint` ignores. The two newest are kept, so a damaged
 newest one still leaves one to resume from; each has a sidecar `step-00000040.pt.sha256` in `sha256sum`'s format,
 written before the rename, which checkpoint_check.py uses on --resume. Several processes write the same file through
-dist_checkpoint.py.
+dist_checkpoint.py. The fingerprint's keys are flat ("train.optim.lr"), so a mismatch names the setting.
 """
 from __future__ import annotations
 
@@ -18,10 +19,13 @@ import hashlib
 import os
 import random
 import re
+import shutil
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from eval.evaluate import prepare_output_dir
 
 CHECKPOINT_DIR = "checkpoints"
 BEST_FILE = "best.pt"
@@ -136,6 +140,14 @@ def write_checkpoint(folder: Path, state: dict) -> Path:
     return path
 
 
+def flat(record: dict, prefix: str = "") -> dict:
+    """{"train": {"optim": {"lr": 1e-3}}} -> {"train.optim.lr": 1e-3}: a fingerprint's keys, one per setting."""
+    items = {}
+    for key, value in record.items():
+        items.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return items
+
+
 def check_fingerprint(saved: dict, current: dict, path: Path) -> None:
     """Refuse a checkpoint written by a run with another model, mode or data: resuming it would be silently wrong."""
     differ = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
@@ -196,3 +208,32 @@ def load_best(folder: Path, model) -> bool:
         return False
     load_trainable_state(model, torch.load(path, map_location="cpu", weights_only=True))
     return True
+
+
+# ---- the run folder ----------------------------------------------------------------------------------------------
+
+def prepare_run_folder(folder: Path, overwrite: bool, resume: bool, mode: str, model: str, processes: int = 1,
+                       fsdp: bool = False) -> Path:
+    """The folder of a training run: another run's results or an unfinished run's checkpoints are not written over
+    without --overwrite; --resume needs a checkpoint of this run (checkpoint_check.py)."""
+    out = prepare_output_dir(folder, overwrite=overwrite, resume=resume)
+    if resume:
+        from train_loop.checkpoint_check import check_resumable
+
+        check_resumable(out, mode, model, processes, fsdp)
+    elif latest_checkpoint(out) is not None:
+        if not overwrite:
+            raise ValueError(f"--output-dir {out} holds checkpoints of an unfinished run; pass --resume to "
+                             f"continue it or --overwrite to start over")
+        shutil.rmtree(out / CHECKPOINT_DIR)
+    return out
+
+
+def check_disk_space(out: Path, trainable: int, total: int, mode: str) -> None:
+    """Fail before training, not at the first checkpoint: fp32 weights + two AdamW moments, three times (the two
+    kept checkpoints and the new one during a save), the best weights, and the final model (full) or adapter (LoRA)."""
+    need = 4 * (3 * trainable * (KEEP + 1) + trainable + (total if mode == "full" else trainable))
+    free = shutil.disk_usage(out).free
+    if free < need:
+        raise ValueError(f"--output-dir {out}: {free / 2**20:,.0f} MiB free, this run needs about "
+                         f"{need / 2**20:,.0f} MiB for checkpoints and the final model; free space or choose another folder")

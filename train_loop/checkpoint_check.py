@@ -80,3 +80,25 @@ def resumable_checkpoint(folder: Path) -> Path | None:
                          + "; ".join(f"{bad} is damaged ({why})" for bad, why in damaged)
                          + ". Nothing was deleted; start afresh with another --output-dir")
     return None
+
+
+def check_resumable(out: Path, mode: str, model: str, processes: int, fsdp: bool) -> None:
+    """--resume: there is a whole checkpoint, and it is from this mode and model, on as many processes, with the same
+    --fsdp (its fingerprint, checked in full when it is loaded, says the rest)."""
+    latest = resumable_checkpoint(out)
+    if latest is None:
+        raise ValueError(f"--resume: {out}/{ckpt.CHECKPOINT_DIR} holds no checkpoint; run without --resume")
+    saved = ckpt.read_fingerprint(latest)
+    if (saved.get("mode"), saved.get("model")) != (mode, model):
+        raise ValueError(f"--resume: checkpoint {latest} is from --mode {saved.get('mode')} --model "
+                         f"{saved.get('model')}; this run is --mode {mode} --model {model}")
+    written, now = (saved.get("processes", 1), saved.get("fsdp", False)), (processes, fsdp)
+    if written != now:
+        raise ValueError(f"--resume: checkpoint {latest} was written by {described(*written)}; this run has "
+                         f"{described(*now)}. Resume with the same number of processes (torchrun "
+                         f"--nnodes x --nproc_per_node) and the same --fsdp: each process's share of the data "
+                         f"and its random state are part of the checkpoint")
+
+
+def described(count: int, fsdp: bool) -> str:
+    return f"{count} process{'es' if count > 1 else ''}{' with --fsdp' if fsdp else ''}"

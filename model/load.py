@@ -1,4 +1,4 @@
-"""FLAN-T5 and its tokenizer, pretrained or with random weights, and summaries from it.
+"""FLAN-T5 and its tokenizer, pretrained or with random weights: the model every mode starts from.
 
 * `load_pretrained(name_or_folder)`: what a user runs, `from_pretrained` on a hub id or a local folder.
 * `build_random_init(config_folder)`: for tests and benchmarks where no weights can be downloaded: the architecture
@@ -8,31 +8,19 @@ The trap (docs/NOTES.md, "FLAN-T5 in transformers"): FLAN-T5's `lm_head` is *not
 `shared`, but transformers 5.x's `T5Config` forces `tie_word_embeddings=True`, so a model built from the config
 alone ties them: 60,511,616 parameters (flan-t5-small) instead of 76,961,152. We keep T5's real ties (`shared` ==
 `encoder.embed_tokens` == `decoder.embed_tokens`) and give the model its own, independently initialised `lm_head`
-(a clone of `shared` would be re-tied by `from_pretrained` on reload).
-
-`generate` sorts the prompts by token length (longest first, so an out-of-memory error shows in the first batch),
-decodes greedily as the course does (`do_sample=False`, one beam; beam search with `num_beams` > 1) and puts the
-summaries back in order.
+(a clone of `shared` would be re-tied by `from_pretrained` on reload). Hub ids go through model/hub.py.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
-
-# The hub id the seeds use; a user's machine downloads it, this project's machines cannot.
-DEFAULT_MODEL = "google/flan-t5-base"
 
 TOKENIZER_FILES = ("tokenizer.json", "spiece.model")  # either one is enough for AutoTokenizer
-HUB_FILES = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-             "special_tokens_map.json", "spiece.model"]  # --random-init from the hub: everything but the weights
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +37,10 @@ def load_model_and_tokenizer(name: str, random_init: bool = False, seed: int = 0
     try:
         if is_local(name):
             folder = check_model_folder(name, need_weights=not random_init)
-        elif random_init:  # the config and tokenizer alone, without the weights
-            from huggingface_hub import snapshot_download
-
-            folder = snapshot_download(name, allow_patterns=HUB_FILES)
         else:
-            folder = name
+            from model.hub import config_and_tokenizer
+
+            folder = config_and_tokenizer(name) if random_init else name
         tokenizer = load_tokenizer(folder)
         model = build_random_init(folder, seed=seed) if random_init else load_pretrained(folder)
     except FileNotFoundError as err:
@@ -78,6 +64,19 @@ def hub_error(name: str) -> ValueError:
     return ValueError(f"cannot reach the Hugging Face hub for {name!r} (this machine is offline?); pass a local "
                       "folder with --model, such as --model models/baby-flan-t5 (the small model this repository "
                       "ships, with --data data/dialogsum)")
+
+
+def model_width(name: str) -> int:
+    """d_model from the model's config.json, before any weight is read (the default learning rate depends on it)."""
+    if not is_local(name):
+        from model.hub import hub_config
+
+        return hub_config(name).d_model
+    path = check_model_folder(name, need_weights=False) / "config.json"
+    try:
+        return int(json.loads(path.read_text())["d_model"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"model folder {name} cannot be loaded: {path} holds no d_model ({err})") from err
 
 
 def check_model_folder(folder: str | os.PathLike, need_weights: bool) -> Path:
@@ -127,8 +126,7 @@ def build_random_init(config_folder: str | os.PathLike, seed: int = 0, dtype: to
         raise ValueError(f"{folder / 'config.json'} describes a {raw['model_type']!r} model; --random-init builds "
                          "T5 models (FLAN-T5): pass a FLAN-T5 folder")
     config = T5Config.from_pretrained(str(folder))
-    wants_untied_head = raw.get("tie_word_embeddings") is False
-    return build_from_config(config, seed=seed, dtype=dtype, untied_head=wants_untied_head)
+    return build_from_config(config, seed=seed, dtype=dtype, untied_head=raw.get("tie_word_embeddings") is False)
 
 
 def build_from_config(config, seed: int = 0, dtype: torch.dtype = torch.float32, untied_head: bool = True):
@@ -152,87 +150,3 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, total), counting each shared tensor once, as `model.parameters()` does."""
     params = list(model.parameters())
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """`auto` picks CUDA when present, else CPU; asking for CUDA on a machine without it is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA GPU is visible on this machine; use --device cpu or auto")
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"--device {name!r}: expected auto, cpu or cuda")
-    return torch.device(name)
-
-
-def hub_is_reachable(timeout: float = 3.0) -> bool:
-    """One quick TCP connection to the hub. Without it, a machine with no network waits through the hub client's
-    retries (about a minute) before failing; with it, run.py switches the libraries to their local cache at once."""
-    import socket
-    from urllib.parse import urlparse
-
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-class Generated(NamedTuple):
-    """The summaries in the order of the prompts, and each one's generated length in tokens."""
-
-    texts: list[str]
-    lengths: list[int]
-
-
-def mean_length(lengths: list[int]) -> float:
-    """`gen_len`: the mean generated length in tokens, over the summaries."""
-    return round(sum(lengths) / len(lengths), 2) if lengths else 0.0
-
-
-def generate_summaries(model, tokenizer, prompts: list[str], batch_size: int = 8, max_new_tokens: int = 200,
-                       device=None, max_input_tokens: int = 512, progress: bool = True,
-                       precision: str = "fp32", num_beams: int = 1) -> list[str]:
-    """The summaries alone (see `generate`)."""
-    return generate(model, tokenizer, prompts, batch_size, max_new_tokens, device, max_input_tokens, progress,
-                    precision, num_beams).texts
-
-
-def generate(model, tokenizer, prompts: list[str], batch_size: int = 8, max_new_tokens: int = 200, device=None,
-             max_input_tokens: int = 512, progress: bool = True, precision: str = "fp32",
-             num_beams: int = 1) -> Generated:
-    """Summarise every prompt; `num_beams` 1 is greedy decoding, more is beam search over that many beams.
-    `precision` as train_loop/precision.py chose it: 'bf16' or 'fp16' generate under autocast, as training
-    validates; 'fp32' keeps the model's dtype. (Autocast is written out here: prompting/ does not import train_loop/.)
-    Each summary's length is counted as the Hugging Face summarisation example's `gen_len` counts it: the generated
-    ids that are not padding (the decoder's start token <pad> is not counted, the closing </s> is)."""
-    if num_beams <= 0:
-        raise ValueError(f"--num-beams must be 1 (greedy) or more (beam search), got {num_beams}")
-    if batch_size <= 0:
-        raise ValueError(f"--batch-size must be positive, got {batch_size}")
-    if max_new_tokens <= 0:
-        raise ValueError(f"--max-new-tokens must be positive, got {max_new_tokens}")
-    if not prompts:  # under torchrun, a process's share of fewer dialogues than processes (the tokenizer fails on [])
-        return Generated([], [])
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    prompt_lengths = [len(ids) for ids in tokenizer(prompts, verbose=False).input_ids]
-    order = sorted(range(len(prompts)), key=lambda i: -prompt_lengths[i])
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-
-    model.eval()
-    summaries: list[str] = [""] * len(prompts)
-    lengths: list[int] = [0] * len(prompts)
-    autocast = contextlib.nullcontext() if precision == "fp32" else torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])
-    with torch.inference_mode(), autocast:
-        for batch in tqdm(batches, desc="generating", unit="batch", disable=not progress):
-            enc = tokenizer([prompts[i] for i in batch], padding=True, truncation=True,
-                            max_length=max_input_tokens, return_tensors="pt").to(device)  # (B, T_in)
-            out = model.generate(**enc, do_sample=False, num_beams=num_beams, max_new_tokens=max_new_tokens)  # (B, T_out)
-            counts = (out != tokenizer.pad_token_id).sum(dim=1).tolist()  # (B,): tokens generated, not padding
-            for i, text, count in zip(batch, tokenizer.batch_decode(out, skip_special_tokens=True), counts):
-                summaries[i], lengths[i] = text.strip(), count
-    return Generated(summaries, lengths)
