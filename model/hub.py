@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import os
 
-from model.load import hub_error
-
 CONFIG_AND_TOKENIZER = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
                         "special_tokens_map.json", "spiece.model"]  # everything but the weights
+
+
+def hub_error(name: str) -> ValueError:
+    return ValueError(f"cannot reach the Hugging Face hub for {name!r} (this machine is offline?); pass a local "
+                      "folder with --model, such as --model models/baby-flan-t5 (the small model this repository "
+                      "ships, with --data data/dialogsum)")
 
 
 def hub_is_reachable(timeout: float = 3.0) -> bool:

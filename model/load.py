@@ -1,8 +1,5 @@
-"""FLAN-T5 and its tokenizer, pretrained or with random weights: the model every mode starts from.
-
-* `load_pretrained(name_or_folder)`: what a user runs, `from_pretrained` on a hub id or a local folder.
-* `build_random_init(config_folder)`: for tests and benchmarks where no weights can be downloaded: the architecture
-  from the folder's `config.json`, every weight random.
+"""FLAN-T5 and its tokenizer, the model every mode starts from: `load_pretrained` (a hub id or a local folder), or
+`build_random_init`, the architecture from a folder's `config.json` with random weights (tests, benchmarks).
 
 The trap (docs/NOTES.md, "FLAN-T5 in transformers"): FLAN-T5's `lm_head` is *not* tied to the input embedding
 `shared`, but transformers 5.x's `T5Config` forces `tie_word_embeddings=True`, so a model built from the config
@@ -43,27 +40,21 @@ def load_model_and_tokenizer(name: str, random_init: bool = False, seed: int = 0
             folder = config_and_tokenizer(name) if random_init else name
         tokenizer = load_tokenizer(folder)
         model = build_random_init(folder, seed=seed) if random_init else load_pretrained(folder)
-    except FileNotFoundError as err:
-        if is_local(name):
-            raise
-        raise hub_error(name) from err
     except (OSError, ValueError) as err:
+        if is_local(name) and isinstance(err, FileNotFoundError):
+            raise
         if Path(name).exists():  # a local folder with a broken file (config.json that is not JSON, say)
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise ValueError(f"model folder {name} cannot be loaded: {first}") from err
         if isinstance(err, ValueError):
             raise
+        from model.hub import hub_error
+
         raise hub_error(name) from err  # transformers: "We couldn't connect to 'https://huggingface.co' ..."
     if random_init:
         log.warning("--random-init: %s has random weights; its summaries are meaningless (fine for smoke runs "
                     "and speed measurements)", name)
     return model, tokenizer
-
-
-def hub_error(name: str) -> ValueError:
-    return ValueError(f"cannot reach the Hugging Face hub for {name!r} (this machine is offline?); pass a local "
-                      "folder with --model, such as --model models/baby-flan-t5 (the small model this repository "
-                      "ships, with --data data/dialogsum)")
 
 
 def model_width(name: str) -> int:

@@ -1,14 +1,12 @@
 """`python run.py --mode full|lora`: fine-tune FLAN-T5 on DialogSum's train split, validate, then evaluate.
 
-`config_from_args` reads the flags once into a `TrainRun`, complete when built (every check made, the learning rate
-and the precision resolved), before anything slow starts; below it nothing sees the command line. Default learning
-rates follow the course's seeds: LoRA 1e-3; full 1e-4 for small models (d_model <= 512) and 1e-5 for base and
-larger. The model saved and evaluated is the one with the lowest validation loss (the Trainer's
-`load_best_model_at_end`). Full fine-tuning saves a `save_pretrained` folder, LoRA the adapter in peft's format.
-
-`processes` is loop.py's `OneProcess`, or under torchrun (WORLD_SIZE > 1) distributed.py's `Parallel`: each process
-trains on its share of every batch and summarises its share of the dialogues; rank 0 alone prepares the folder,
-prints and writes.
+`config_from_args` reads the flags once into a `TrainRun`, every check made and the learning rate and precision
+resolved, before anything slow starts; below it nothing sees the command line. Default learning rates follow the
+course's seeds: LoRA 1e-3; full 1e-4 for d_model <= 512, else 1e-5. The model saved and evaluated has the lowest
+validation loss (the Trainer's `load_best_model_at_end`): full fine-tuning saves it with `save_pretrained`, LoRA
+its adapter in peft's format. `processes` is loop.py's `OneProcess`, or under torchrun distributed.py's `Parallel`:
+each process trains on its share of every batch and summarises its share of the dialogues; rank 0 alone prepares
+the folder, prints and writes.
 """
 from __future__ import annotations
 
@@ -35,8 +33,8 @@ from train_loop.step import OptimConfig
 
 @dataclass(frozen=True)
 class TrainRun:
-    """Everything a --mode full|lora run is told. metrics.json records all of it; the checkpoint's fingerprint is
-    all of it but NOT_TRAINING, so a new flag lands in both without a line of its own."""
+    """Everything a --mode full|lora run is told: metrics.json records all of it, the checkpoint's fingerprint all
+    but NOT_TRAINING, so a new flag lands in both without a line of its own."""
     mode: str                        # full | lora
     model: str                       # --model: hub id or folder
     random_init: bool
@@ -171,12 +169,10 @@ def train_and_evaluate(config: TrainRun, processes, device: torch.device) -> dic
     if p.skipped_steps and main:
         print(f"fp16: the GradScaler skipped {p.skipped_steps} of {p.step} steps (inf/NaN gradients); see "
               f"train_log.jsonl")
-    if processes.fsdp:  # generation needs whole weights: a fresh, unsharded model with the trained ones (sharding.py)
-        from train_loop.dist_checkpoint import send_weights, trainable_weights
+    if processes.fsdp:  # generation needs whole weights (sharding.py)
+        from train_loop.dist_checkpoint import unsharded
 
-        final = trainable_weights(model)
-        model = build_model(config)[0].to(device)
-        send_weights(model, final)
+        model = unsharded(model, lambda: build_model(config)[0].to(device))
     processes.checkpoints.load_best(out, model)
     artifact_bytes = processes.run_on_main(lambda: save_model(model, tokenizer, out, config))
     results = {"machine": describe_machine(device), "steps": p.step,
@@ -241,7 +237,7 @@ def save_model(model, tokenizer, out: Path, config: TrainRun) -> int:
     from lora.checkpoint import save_adapter
 
     # peft loads the base model from this name: a hub id as given, a local folder as an absolute path (a relative
-    # one would point elsewhere as soon as the adapter is loaded from another working directory)
+    # one would point elsewhere from another working directory)
     local = Path(config.model).expanduser()
     base = str(local.resolve()) if local.exists() else config.model
     save_adapter(model, out / "adapter", base_model_name_or_path=base)

@@ -8,9 +8,9 @@ on how they store that (docs/NOTES.md, "DialogSum"):
 * the hub copy `knkarthick/dialogsum`: columns `id, dialogue, summary, topic`, and a test split of 1,500 rows,
   each dialogue repeated once per reference (rows 0-2 are the three references of `test_0`).
 
-Both become the same list of `Example`s: `group_references` folds consecutive rows that share a dialogue back into
-one example with all their references. The hub layout saved locally (`train.jsonl`, `test.csv`, ...) takes the
-same path as the hub itself; reading the hub and CSV files is prompting/hub_layout.py's, loaded only for them.
+Both become the same list of `Example`s. The hub's layout, from the hub or saved locally (`train.jsonl`, `test.csv`,
+...), is prompting/hub_layout.py's, loaded only for it: it folds consecutive rows that share a dialogue back into
+one example with all their references.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 from model.load import is_local
 
@@ -83,29 +83,6 @@ def load_split(source: str, split: str, max_samples: int | None = None, seed: in
     return [examples[i] for i in sorted(order[:max_samples])]
 
 
-def group_references(rows: Iterable[tuple[str, dict]]) -> list[Example]:
-    """Fold consecutive rows with the same dialogue into one example with all their references. `rows` yields
-    (where, row), `where` naming the file and line for errors; the hub's `test_0_1..3` become `test_0`."""
-    examples: list[Example] = []
-    group_ids: list[list[str]] = []
-    for where, row in rows:
-        example = example_from_row(row, where)
-        if examples and examples[-1].dialogue == example.dialogue:
-            last = examples[-1]
-            examples[-1] = Example(last.id, last.dialogue, last.references + example.references, last.topic)
-            group_ids[-1].append(example.id)
-        else:
-            examples.append(example)
-            group_ids.append([example.id])
-    return [Example(shared_id(ids), ex.dialogue, ex.references, ex.topic) for ex, ids in zip(examples, group_ids)]
-
-
-def shared_id(ids: list[str]) -> str:
-    """`["test_0_1", "test_0_2", "test_0_3"]` -> `"test_0"`; one id, or ids without a common stem, keep the first."""
-    stems = {re.sub(r"_\d+$", "", i) for i in ids}
-    return stems.pop() if len(ids) > 1 and len(set(ids)) > 1 and len(stems) == 1 else ids[0]
-
-
 def example_from_row(row: dict, where: str) -> Example:
     """One row of either layout: `fname|id, dialogue, summary|summary1..n, topic|topic1..n`."""
     dialogue = (row.get("dialogue") or "").strip()
@@ -126,14 +103,13 @@ def example_from_row(row: dict, where: str) -> Example:
 
 def load_local(folder: Path, split: str) -> list[Example]:
     path = split_file(folder, split)
-    if ".jsonl" in path.suffixes:
-        rows = read_jsonl(path)
-    else:
-        from prompting.hub_layout import read_csv
-
-        rows = read_csv(path)
     try:
-        examples = group_references(rows)
+        if path.name.startswith(OFFICIAL_FILES[split]):  # one row per dialogue, all its summaries on it
+            examples = [example_from_row(row, where) for where, row in read_jsonl(path)]
+        else:  # the hub's layout saved locally: rows to fold into dialogues
+            from prompting.hub_layout import group_references, read_rows
+
+            examples = group_references(read_rows(path))
     except UnicodeDecodeError as err:  # the reader decodes in blocks: find the line from the byte offset
         raise ValueError(f"{path}:{bad_utf8_line(path)}: not valid UTF-8 text ({err.reason}, byte "
                          f"0x{err.object[err.start]:02x}); save the file as UTF-8") from err

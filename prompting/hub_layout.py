@@ -1,14 +1,15 @@
-"""DialogSum as the Hugging Face hub's copy `knkarthick/dialogsum` stores it: read from the hub with `datasets`, or
-its CSV files saved locally. Imported only for them: the official layout (data/dialogsum/) needs neither.
-prompting/dialogsum.py folds the rows into examples (`group_references`).
+"""DialogSum as the Hugging Face hub's copy `knkarthick/dialogsum` stores it, read from the hub with `datasets` or
+from its files saved locally (.jsonl or .csv): a test dialogue on three rows, one per reference, folded back into
+one example. Imported only for this layout: the official one (data/dialogsum/) needs none of it.
 """
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
-from prompting.dialogsum import Example, group_references, open_text
+from prompting.dialogsum import Example, example_from_row, open_text, read_jsonl
 
 
 def load_hub(name: str, split: str) -> list[Example]:
@@ -42,3 +43,30 @@ def read_csv(path: Path) -> Iterator[tuple[str, dict]]:
                 yield where, row
         except csv.Error as err:
             raise ValueError(f"{path}:{reader.line_num}: malformed CSV ({err})") from err
+
+
+def group_references(rows: Iterable[tuple[str, dict]]) -> list[Example]:
+    """Fold consecutive rows with the same dialogue into one example with all their references. `rows` yields
+    (where, row), `where` naming the file and line for errors; the hub's `test_0_1..3` become `test_0`."""
+    examples: list[Example] = []
+    group_ids: list[list[str]] = []
+    for where, row in rows:
+        example = example_from_row(row, where)
+        if examples and examples[-1].dialogue == example.dialogue:
+            last = examples[-1]
+            examples[-1] = Example(last.id, last.dialogue, last.references + example.references, last.topic)
+            group_ids[-1].append(example.id)
+        else:
+            examples.append(example)
+            group_ids.append([example.id])
+    return [Example(shared_id(ids), ex.dialogue, ex.references, ex.topic) for ex, ids in zip(examples, group_ids)]
+
+
+def shared_id(ids: list[str]) -> str:
+    """`["test_0_1", "test_0_2", "test_0_3"]` -> `"test_0"`; one id, or ids without a common stem, keep the first."""
+    stems = {re.sub(r"_\d+$", "", i) for i in ids}
+    return stems.pop() if len(ids) > 1 and len(set(ids)) > 1 and len(stems) == 1 else ids[0]
+
+
+def read_rows(path: Path) -> Iterator[tuple[str, dict]]:
+    return read_jsonl(path) if ".jsonl" in path.suffixes else read_csv(path)

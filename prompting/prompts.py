@@ -13,7 +13,7 @@ counted in `PromptStats`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
 from prompting.dialogsum import Example
@@ -34,15 +34,11 @@ class PromptStats:
     lengths: list[int] = field(default_factory=list)  # tokens per final prompt, </s> included
 
     def as_dict(self) -> dict:
+        """The counts, and the prompts' lengths as mean, 95th percentile (nearest rank) and maximum."""
         lengths = sorted(self.lengths) or [0]
-        return {
-            "prompts": len(self.lengths), "shots_requested": self.shots_requested, "shots_used": self.shots_used,
-            "shots_dropped": self.shots_dropped, "shots_truncated": self.shots_truncated,
-            "dialogues_truncated": self.dialogues_truncated, "prompts_without_shots": self.prompts_without_shots,
-            "prompt_tokens_mean": round(sum(lengths) / len(lengths), 1),
-            "prompt_tokens_p95": lengths[math.ceil(0.95 * len(lengths)) - 1],  # nearest rank
-            "prompt_tokens_max": lengths[-1],
-        }
+        return {"prompts": len(self.lengths), **{k: v for k, v in asdict(self).items() if k != "lengths"},
+                "prompt_tokens_mean": round(sum(lengths) / len(lengths), 1),
+                "prompt_tokens_p95": lengths[math.ceil(0.95 * len(lengths)) - 1], "prompt_tokens_max": lengths[-1]}
 
 
 @dataclass

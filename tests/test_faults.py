@@ -11,7 +11,7 @@ import run
 from tests.conftest import SMALL_DIR
 from tests.train_helpers import narrow_model, quick_config, random_batches, tiny_model
 from train_loop import checkpoint as ckpt
-from train_loop.checkpoint_check import damage, resumable_checkpoint
+from train_loop.resume import damage, resumable_checkpoint
 from train_loop.loop import train
 
 CPU = torch.device("cpu")

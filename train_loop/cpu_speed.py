@@ -51,28 +51,14 @@ def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor
     return u >= round(p * 2**32) - 2**31                              # P(keep) = 1 - p (to 2**-32)
 
 
-class _Dropout(torch.autograd.Function):
-    """y = x * mask with mask = m / (1 - p) in x's dtype, kept for the backward: dy/dx = mask."""
-
-    @staticmethod
-    def forward(ctx, x, keep, scale):
-        mask = keep.to(x.dtype).mul_(scale)                           # (shape) 0 or 1 / (1 - p)
-        ctx.save_for_backward(mask)
-        return x * mask
-
-    @staticmethod
-    def backward(ctx, grad):
-        (mask,) = ctx.saved_tensors
-        return grad * mask, None, None
-
-
 def fast_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
-    """`torch.nn.functional.dropout(x, p, training)`, computed as the module docstring says."""
+    """`torch.nn.functional.dropout(x, p, training)`, computed as the module docstring says: y = x * mask with
+    mask = m / (1 - p) in x's dtype, which autograd keeps (and not x: the mask needs no gradient), dy/dx = mask."""
     if not training or p == 0.0:
         return x
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-    return _Dropout.apply(x, keep_mask(x.shape, p, x.device), 1.0 / (1.0 - p))
+    return x * keep_mask(x.shape, p, x.device).to(x.dtype).mul_(1.0 / (1.0 - p))  # (shape) 0 or 1 / (1 - p)
 
 
 class FastDropout(nn.Module):

@@ -1,4 +1,5 @@
-"""--resume after damage: find the newest checkpoint that is whole, say which ones were not, delete nothing.
+"""--resume: the newest whole checkpoint (damaged ones set aside, never deleted), checked to be this run's, and read
+back into the live objects. A run that does not resume never imports this file.
 
 `save_atomic` (checkpoint.py) makes sure a crash never leaves a half-written `step-*.pt`, but a file can be damaged
 after it was written: copied with a full disk, truncated in a transfer, read back from a failing disk. Two tests,
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 from pathlib import Path
 
 import torch
@@ -45,7 +47,7 @@ def damage(path: Path) -> str | None:
     try:  # memory-mapped: opening checks the zip index without reading a multi-GB file into memory
         torch.load(path, map_location="cpu", weights_only=True, mmap=True)["fingerprint"]
     except (RuntimeError, OSError, EOFError, KeyError, ValueError) as err:
-        return f"torch.load cannot read it: {ckpt.first_line(err)}"
+        return f"torch.load cannot read it: {first_line(err)}"
     return None
 
 
@@ -88,7 +90,7 @@ def check_resumable(out: Path, mode: str, model: str, processes: int, fsdp: bool
     latest = resumable_checkpoint(out)
     if latest is None:
         raise ValueError(f"--resume: {out}/{ckpt.CHECKPOINT_DIR} holds no checkpoint; run without --resume")
-    saved = ckpt.read_fingerprint(latest)
+    saved = torch.load(latest, map_location="cpu", weights_only=True, mmap=True)["fingerprint"]  # mmap: reads little
     if (saved.get("mode"), saved.get("model")) != (mode, model):
         raise ValueError(f"--resume: checkpoint {latest} is from --mode {saved.get('mode')} --model "
                          f"{saved.get('model')}; this run is --mode {mode} --model {model}")
@@ -102,3 +104,53 @@ def check_resumable(out: Path, mode: str, model: str, processes: int, fsdp: bool
 
 def described(count: int, fsdp: bool) -> str:
     return f"{count} process{'es' if count > 1 else ''}{' with --fsdp' if fsdp else ''}"
+
+
+def check_fingerprint(saved: dict, current: dict, path: Path) -> None:
+    """Refuse a checkpoint written by a run with another model, mode or data: resuming it would be silently wrong."""
+    differ = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    if differ:
+        details = "; ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}" for k in differ[:3])
+        raise ValueError(f"--resume: checkpoint {path} belongs to another run ({details}); "
+                         f"pass the same flags, or another --output-dir to start afresh")
+
+
+def read_checkpoint(path: Path, fingerprint: dict) -> dict:
+    """The whole checkpoint, after checking that it belongs to this run."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError) as err:  # a damaged file (`damage` finds these first)
+        raise ValueError(f"--resume: checkpoint {path} cannot be read ({first_line(err)}); "
+                         f"it is damaged") from err
+    check_fingerprint(state["fingerprint"], fingerprint, path)
+    return state
+
+
+def first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler, scaler, fingerprint: dict) -> dict:
+    """Restore everything `save_checkpoint` wrote into the live objects; return the progress record."""
+    state = read_checkpoint(path, fingerprint)
+    ckpt.load_trainable_state(model, state["weights"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    return state["progress"]
+
+
+def set_rng_state(state: dict) -> None:
+    """Put back what `checkpoint.rng_state` saved: Python's, the CPU's and this process's own CUDA device's."""
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    cuda = state["cuda"]
+    if cuda is None or not torch.cuda.is_available():
+        return
+    device = torch.cuda.current_device()
+    if isinstance(cuda, (list, tuple)):  # an older checkpoint: every visible device's state; ours is entry `device`
+        if device >= len(cuda):
+            return
+        cuda = cuda[device]
+    torch.cuda.set_rng_state(cuda, device)
