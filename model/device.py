@@ -1,8 +1,6 @@
-"""Where the model computes: the device, the precision it computes in there, the line naming the machine a figure
-was measured on, and how much memory a training run takes on it.
-
-Mixed precision in a few honest lines (nanoGPT's `train.py`; PyTorch's "Automatic Mixed Precision" docs); training
-and generation share the one `autocast` below.
+"""Where the model computes: the device, the precision it computes in there (mixed precision in a few honest lines,
+as nanoGPT's `train.py` and PyTorch's "Automatic Mixed Precision" docs; training and generation share the one
+`autocast`), the line naming the machine a figure was measured on, and the memory a training run takes on it.
 
 * The weights stay fp32 ("master weights"); `torch.autocast` runs the forward's matmuls in 16 bits and keeps
   reductions, softmax and the loss in fp32.
@@ -67,11 +65,9 @@ def native_bf16(device: torch.device) -> tuple[bool, str]:
 
 
 def choose_precision(requested: str, device: torch.device) -> tuple[str, str]:
-    """(precision, reason): `requested` ('auto', 'fp32', 'bf16' or 'fp16') made concrete for `device`.
-
-    'auto' -> 'bf16' where the device computes bf16 natively, else 'fp32'. An explicit 'bf16' on a CPU that only
-    emulates it runs, with a warning naming the slowdown; choices that cannot run (fp16 on CPU, bf16 on a GPU
-    without it) raise a ValueError naming the flag."""
+    """(precision, reason): `requested` made concrete for `device`. 'auto' -> 'bf16' where the device computes bf16
+    natively, else 'fp32'; 'bf16' on a CPU that emulates it runs with a warning naming the slowdown; what cannot run
+    (fp16 on CPU, bf16 on a GPU without it) raises a ValueError naming the flag."""
     if requested not in PRECISIONS:
         raise ValueError(f"--precision {requested!r}: expected one of {', '.join(PRECISIONS)}")
     native, why = native_bf16(device)
@@ -220,11 +216,9 @@ class MemoryLedger:
             "before_training_bytes": self.before, **({"peak_reserved_bytes": self.reserved} if cuda else {}),
             "trainable_params": sum(p.numel() for p in trainable),
             "total_params": sum(p.numel() for p in self.model.parameters()),
-            "computed": "weights, gradients and optimiser state: numel x element size of the parameters, of the "
-                        "gradients after a step and of the optimiser's state",
-            "measured": ("peak: torch.cuda.max_memory_allocated over the training steps" if cuda else
-                         "peak: the process's peak resident set size (VmHWM) over the training steps"
-                         + ("" if self.peak_reset else ", since the process started (could not reset it)")
-                         + "; rest includes the interpreter, libraries and data (before_training_bytes - "
-                           "weights_bytes of it were there before the first step)"),
+            "computed": "weights, gradients, optimiser state: numel x element size, after a step",
+            "measured": ("peak: torch.cuda.max_memory_allocated over the steps" if cuda else "peak: the process's "
+                         "peak resident set (VmHWM) over the steps" + ("" if self.peak_reset else ", since it started")
+                         + "; rest holds the interpreter, libraries and data (before_training_bytes - weights_bytes "
+                           "of it before the first step)"),
         }
