@@ -8,15 +8,15 @@
     python run.py --mode score --predictions FILE ...  # ROUGE for predictions any tool wrote (CSV or JSONL)
     torchrun --nproc_per_node N run.py --mode full|lora  # the same training on N processes (GPUs, machines)
 
-This file reads the command line and hands it to the mode's runner (modes/), which builds the configuration and
-calls the library. The library raises ValueError / FileNotFoundError naming the problem; here such an error becomes
-one line on stderr and exit code 2. Under torchrun only rank 0 prints (every process meets the same bad flag).
+This file reads the command line and hands it to the mode's runner (modes/): its `config_from_args` builds the run's
+configuration once, complete, and its `run(config)` calls the library, which never sees the command line. The
+library raises ValueError / FileNotFoundError naming the problem; here such an error becomes one line on stderr and
+exit code 2. Under torchrun only rank 0 prints (every process meets the same bad flag).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import logging
 import os
 import sys
@@ -26,10 +26,6 @@ PROMPT_MODES = ("zero-shot", "one-shot", "few-shot")
 TRAIN_MODES = ("full", "lora")
 MODES = PROMPT_MODES + TRAIN_MODES + ("compare", "analyse", "sweep", "score", "pretrain")
 CPU_KERNELS_DEFAULT = True  # decided by a side-by-side measurement: README, "Speed"
-RUNNERS = {**{mode: "modes.prompt" for mode in PROMPT_MODES}, **{mode: "modes.train" for mode in TRAIN_MODES},
-           "compare": "modes.compare", "analyse": "modes.analyse", "sweep": "modes.sweep", "score": "modes.score",
-           "pretrain": "modes.pretrain"}
-# each module has run(args) -> metrics dict, the path of the report it wrote, or (score) its printout
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,8 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", default="google/flan-t5-base",
                    help="hub id or local folder with config.json, tokenizer files (and weights unless --random-init)")
     g.add_argument("--random-init", action="store_true",
-                   help="the architecture from the model folder's config with random weights: for smoke runs and "
-                        "benchmarks; the summaries are meaningless")
+                   help="the model folder's architecture with random weights (smoke runs, benchmarks)")
     g.add_argument("--data", default="knkarthick/dialogsum",
                    help="hub id, or a local folder (official dialogsum.*.jsonl, or train/validation/test .jsonl/.csv)")
     g.add_argument("--split", default="test", choices=("train", "validation", "test"), help="split to evaluate on")
@@ -58,16 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("generation and evaluation")
     g.add_argument("--shots", type=int, default=None, help="examples in the prompt (one-shot: 1, few-shot: 3)")
     g.add_argument("--batch-size", type=int, default=8,
-                   help="examples per batch (training and generation), over all processes: under torchrun each of "
-                        "N processes takes batch-size / N")
+                   help="examples per batch (training and generation) over all N processes, batch-size / N each")
     g.add_argument("--max-new-tokens", type=int, default=200, help="generated summary length limit, in tokens")
     g.add_argument("--num-beams", type=int, default=1,
-                   help="1: greedy decoding (the course's); N > 1: beam search keeps the N most likely partial "
-                        "summaries at each step (slower, often a little longer and higher-scoring)")
+                   help="1: greedy decoding (the course's); N > 1: beam search over the N most likely summaries")
     g.add_argument("--adapter", default=None, metavar="DIR",
-                   help="prompting modes: summarise with a LoRA adapter trained on --model (a run's adapter/ "
-                        "folder, or one peft saved); it is loaded and merged into the weights before generating. "
-                        "A fully fine-tuned or merged model goes to --model instead")
+                   help="prompting modes: a LoRA adapter trained on --model (a run's adapter/ or peft's), merged "
+                        "into the weights before generating; a fully fine-tuned model goes to --model instead")
     g.add_argument("--stemmer", action=argparse.BooleanOptionalAction, default=True,
                    help="Porter stemming inside ROUGE (the course uses it)")
     g.add_argument("--runs", nargs="+", default=None, metavar="DIR", help="compare: run folders already made")
@@ -79,26 +71,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="column(s) of model summaries; each is scored into its own run folder <output-dir>/NAME")
     g.add_argument("--reference-column", default=None, metavar="NAME", help="the column of human summaries")
     g.add_argument("--group-by", default="row", choices=("row", "dialogue"),
-                   help="row: each row against the one reference on it (the course notebook's way); dialogue: the "
-                        "rows of one dialogue scored once against all their references, best per ROUGE type")
+                   help="row: each row against its one reference (the course's way); dialogue: a dialogue's rows "
+                        "scored once against all its references, best per ROUGE type")
     g.add_argument("--dialogue-column", default=None, metavar="NAME",
-                   help="--group-by dialogue: rows with the same value here belong to one dialogue; without it, "
-                        "runs of consecutive rows with the same prediction do (as in the course's results file)")
+                   help="--group-by dialogue: the column naming each row's dialogue (default: consecutive rows "
+                        "with the same prediction, as in the course's results file)")
     g.add_argument("--lsum-sentences", action=argparse.BooleanOptionalAction, default=True,
                    help="score: split summaries into sentences before ROUGE-Lsum (the Hugging Face summarization "
-                        "example's way); --no-lsum-sentences scores the text as written, as evaluate does, so "
-                        "Lsum equals ROUGE-L for one-line summaries")
+                        "example's way); without, the text as written (as evaluate: Lsum equals ROUGE-L)")
 
     g = p.add_argument_group("where and how")
     g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     g.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="auto: bf16 autocast where the device computes bf16 natively (CUDA compute capability 8.0+; "
-                        "a CPU with AVX512-BF16 or AMX), else fp32 (train_loop/precision.py)")
+                        "a CPU with AVX512-BF16 or AMX), else fp32 (model/device.py)")
     g.add_argument("--fsdp", action="store_true",
-                   help="under torchrun: shard the model, gradients and optimiser state over the processes "
-                        "(FSDP2, one unit per T5 block) instead of a whole copy on each")
+                   help="under torchrun: shard weights, gradients and optimiser state over the processes (FSDP2)")
     g.add_argument("--cpu-kernels", action=argparse.BooleanOptionalAction, default=CPU_KERNELS_DEFAULT,
-                   help="training on CPU: faster dropout, attention and GELU kernels and kept freed memory "
+                   help="training on CPU: faster dropout, attention and GELU, freed memory kept "
                         "(train_loop/cpu_speed.py); the same formulas, other dropout masks")
     g.add_argument("--output-dir", default=None, help="where results go (default: runs/<mode>)")
     g.add_argument("--overwrite", action="store_true", help="allow writing into a run folder that has results")
@@ -138,12 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("what LoRA learned (analyse) and sweeps")
     g.add_argument("--adapters", nargs="+", default=None, metavar="DIR",
-                   help="analyse: adapter folders (this project's or peft's) or --mode lora run folders; each gets "
-                        "the spectrum of its update scaling*B*A and Table 7 (how the update relates to W), every "
-                        "pair the subspace similarity of their A matrices (Hu et al. 2021, section 7)")
+                   help="analyse: adapter or --mode lora run folders: the spectrum of each update scaling*B*A, "
+                        "Table 7, the subspace similarity of every pair's A (Hu et al. 2021, section 7)")
     g.add_argument("--full-model", default=None, metavar="DIR",
-                   help="analyse: a fully fine-tuned model (or --mode full run folder) of the same --model: how "
-                        "low-rank its update W_full - W_base is, and how much of it the LoRA updates capture")
+                   help="analyse: a fully fine-tuned --model (or --mode full run folder): how low-rank W_full - "
+                        "W_base is, and how much of it the LoRA updates capture")
     g.add_argument("--ranks", default=None, metavar="R1,R2,...",
                    help="sweep: one LoRA run per rank, all else equal (the paper's Table 6 used 1,2,4,8,64)")
     g.add_argument("--target-sets", default=None, metavar="'T;T,T;...'",
@@ -153,13 +142,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def dispatch(args: argparse.Namespace):
-    """Run the mode; returns its metrics (a dict) or, for compare, the path of report.md."""
+    """Run the mode: its runner, imported only now, builds its configuration from the flags and runs it; returns
+    the metrics (a dict), the path of the report it wrote (compare, analyse, sweep) or, for score, its printout."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.mode not in TRAIN_MODES:
         raise ValueError(f"--mode {args.mode} runs on one process; only --mode full|lora runs under torchrun "
                          f"with several")
     if args.fsdp and args.mode not in TRAIN_MODES:
         raise ValueError("--fsdp shards training: use it with --mode full|lora")
-    return importlib.import_module(RUNNERS[args.mode]).run(args)
+    if args.mode in TRAIN_MODES:
+        from modes.train import config_from_args, run
+    elif args.mode in PROMPT_MODES:
+        from modes.prompt import config_from_args, run
+    elif args.mode == "compare":
+        from modes.compare import config_from_args, run
+    elif args.mode == "analyse":
+        from modes.analyse import config_from_args, run
+    elif args.mode == "sweep":
+        from modes.sweep import config_from_args, run
+    elif args.mode == "score":
+        from modes.score import config_from_args, run
+    else:
+        from modes.pretrain import config_from_args, run
+    return run(config_from_args(args))
 
 
 def summary(result) -> str:
@@ -179,7 +183,7 @@ def show_project_logs() -> None:
     """The project's `logging` lines, plain, on this call's stderr (replacing an earlier call's handler)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    for package in ("lora", "prompting", "train_loop", "eval", "modes"):
+    for package in ("lora", "model", "prompting", "train_loop", "pretrain", "eval", "modes"):
         logger = logging.getLogger(package)
         logger.handlers = [handler]
         logger.setLevel(logging.INFO)
@@ -188,12 +192,15 @@ def show_project_logs() -> None:
 def use_local_cache_if_offline(args: argparse.Namespace) -> None:
     """Hub ids and no network: the libraries answer from their cache at once instead of retrying for a minute
     (set before transformers/datasets are imported: they read these variables once)."""
-    from prompting.model import hub_is_reachable, is_local
+    from model.load import is_local
 
     names = [args.model, args.data] if args.mode != "score" and (args.mode != "compare" or not args.runs) else []
-    if any(not is_local(n) for n in names) and not hub_is_reachable():
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    if any(not is_local(n) for n in names):
+        from model.hub import hub_is_reachable
+
+        if not hub_is_reachable():
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from train_loop.cpu_speed import fast_dropout  # noqa: E402
-from train_loop.precision import describe_machine  # noqa: E402
+from model.device import describe_machine  # noqa: E402
 
 SHAPES = [(8, 300, 512), (8, 300, 1024), (8, 6, 300, 300)]
 P = 0.1

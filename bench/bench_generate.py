@@ -1,11 +1,11 @@
-"""Summarising throughput: ours (prompting/model.py) against transformers' pipeline and the seeds' loop.
+"""Summarising throughput: ours (model/generate.py) against transformers' pipeline and the seeds' loop.
 
     python bench/bench_generate.py --model path/to/flan-t5-small --data path/to/dialogsum \
         --examples 500 --batch-size 8 --new-tokens 32 --loop-examples 48
 
 (The defaults, 96 dialogues and 16 for the loop, take about 4 minutes on 2 busy CPU cores; the line above, 15.)
 The work: the zero-shot prompts of the first `--examples` DialogSum test dialogues, cut to 512 tokens, greedy,
-in `--precision` (auto: bf16 autocast only where the device computes bf16 natively, train_loop/precision.py; the
+in `--precision` (auto: bf16 autocast only where the device computes bf16 natively, model/device.py; the
 same for every side), the architecture of `--model` with random weights (throughput does not depend on them). Random weights
 rarely write </s>, and a summary's length must not differ between sides, so every side generates exactly
 `--new-tokens` tokens per dialogue (min_new_tokens == max_new_tokens); a counter on `model.generate` checks it.
@@ -13,7 +13,7 @@ rarely write </s>, and a summary's length must not differ between sides, so ever
 Sides (bench/generate_sides.py): ours; transformers' text-generation pipeline, same batch size; the seeds' loop,
 one dialogue at a time, on `--loop-examples` dialogues spread evenly over the set sorted by length, so their
 lengths are the set's (compared per dialogue); ours with LoRA (r=32, alpha=32 on q and v, B random so the update
-is not zero) unmerged and merged. Ours runs its precision through `generate_summaries(precision=...)`, the
+is not zero) unmerged and merged. Ours runs its precision through `generate(precision=...)`, the
 others under the same `torch.autocast`.
 
 Noise: the machine is shared, so the prompts are cut into chunks of `--chunk` prompts and each side runs chunk 1,
@@ -49,17 +49,17 @@ from bench import generate_sides as sides  # noqa: E402
 from lora.layer import LoRAConfig, add_lora, lora_layers  # noqa: E402
 from lora.merge import merge_lora  # noqa: E402
 from prompting.dialogsum import load_split  # noqa: E402
-from prompting.model import build_random_init, load_tokenizer  # noqa: E402
+from model.load import build_random_init, load_tokenizer  # noqa: E402
 from prompting.prompts import zero_shot_prompt  # noqa: E402
-from train_loop.precision import autocast, choose_precision, describe_machine  # noqa: E402
+from model.device import autocast, choose_precision, describe_machine  # noqa: E402
 
 LOOP = "seeds' loop"
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(REPO.parent / "shared" / "models" / "flan-t5-small"))
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "dialogsum"))
+    parser.add_argument("--model", default=str(REPO / "models" / "flan-t5-small"))
+    parser.add_argument("--data", default=str(REPO / "data" / "dialogsum"))
     parser.add_argument("--examples", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=32)

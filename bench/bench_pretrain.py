@@ -48,7 +48,7 @@ def work(args):
     """(model, tokenizer, batches, (inputs, labels)): the same examples for both sides, in our batches' order."""
     from modes.pretrain import build_model, texts_of_train_split
     from pretrain.mixture import pretraining_batches
-    from prompting.model import load_tokenizer
+    from model.load import load_tokenizer
     from train_loop.data import IGNORE_INDEX
 
     tokenizer = load_tokenizer(args.model)
@@ -61,7 +61,7 @@ def work(args):
 
 def side(args) -> dict:
     from train_loop import loop
-    from train_loop.precision import choose_precision
+    from model.device import choose_precision
     from train_loop.step import OptimConfig
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -98,7 +98,7 @@ def main() -> None:
     if args.worker:
         print(json.dumps(side(args)))
         return
-    from train_loop.precision import describe_machine
+    from model.device import describe_machine
 
     print(f"machine: {os.cpu_count()} CPU cores, {describe_machine('cpu')}; load average "
           + " ".join(f"{x:.2f}" for x in os.getloadavg()))

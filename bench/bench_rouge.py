@@ -21,13 +21,14 @@ sys.path.insert(0, str(REPO))
 from rouge_score import rouge_scorer  # noqa: E402
 
 from eval import rouge  # noqa: E402
-from train_loop.precision import describe_machine  # noqa: E402
+from model.device import describe_machine  # noqa: E402
+from prompting.dialogsum import open_text  # noqa: E402
 
-DATA = REPO.parent / "shared" / "data" / "dialogsum" / "dialogsum.test.jsonl"
+DATA = REPO / "data" / "dialogsum" / "dialogsum.test.jsonl.gz"
 
 
 def dialogsum_pairs() -> list[tuple[str, str]]:
-    with open(DATA) as f:
+    with open_text(DATA) as f:
         rows = [json.loads(line) for line in f]
     summaries = [(r["summary1"], r["summary2"], r["summary3"]) for r in rows]
     return [(s[i], s[j]) for s in summaries for i in range(3) for j in range(3) if i != j]

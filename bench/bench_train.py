@@ -11,7 +11,7 @@ and v), weight decay 0.01, clipping at 1.0, linear decay without warmup, one epo
 
 Sides, each in a fresh process one after the other (bench/train_sides.py), so that each one's peak memory is its own:
 * ours: train_loop.loop.train as `run.py` drives it, in `--precision` (default auto: bf16 autocast only where
-  the device computes bf16 natively, train_loop/precision.py), with train_loop/cpu_speed.py on CPU;
+  the device computes bf16 natively, model/device.py), with train_loop/cpu_speed.py on CPU;
 * trainer-best: Seq2SeqTrainer (+ peft) with dynamic padding, `group_by_length`, in the same precision as ours;
 * seeds: Seq2SeqTrainer, fp32, everything padded to 512/128 (the course notebooks). It is slow, so it runs
   `--seeds-steps` steps on the first examples of the same shuffle.
@@ -44,8 +44,8 @@ SIDES = [("ours", "full"), ("trainer-best", "full"), ("seeds", "full"),
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default=str(REPO.parent / "shared" / "models" / "flan-t5-small"))
-    p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "dialogsum"))
+    p.add_argument("--model", default=str(REPO / "models" / "flan-t5-small"))
+    p.add_argument("--data", default=str(REPO / "data" / "dialogsum"))
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--seeds-steps", type=int, default=8, help="steps of the (slow) seeds' recipe")
@@ -56,7 +56,7 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=1,
                    help="run the whole list of sides this many times, interleaved; each side's median run is reported")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
-                   help="ours and trainer-best alike (train_loop/precision.py); the seeds' recipe is fp32")
+                   help="ours and trainer-best alike (model/device.py); the seeds' recipe is fp32")
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP count (it reruns our timed batches)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # "side:mode" or "matmul": run one, print JSON
     args = p.parse_args(argv)
@@ -89,7 +89,7 @@ def spawn(args, what: str) -> dict:
 
 
 def machine() -> str:
-    from train_loop.precision import describe_machine
+    from model.device import describe_machine
 
     gpu = f"; {describe_machine('cuda')}" if torch.cuda.is_available() else ""
     return (f"{os.cpu_count()} CPU cores, {describe_machine('cpu')}{gpu}; "
@@ -98,7 +98,7 @@ def machine() -> str:
 
 def precisions(args) -> str:
     """The precision of each side, said before any runs."""
-    from train_loop.precision import choose_precision
+    from model.device import choose_precision
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     chosen, reason = choose_precision(args.precision, dev)

@@ -26,10 +26,10 @@ sys.path.insert(0, str(REPO))
 from safetensors.torch import load_file  # noqa: E402
 
 from train_loop.loop import LOG_FILE, read_log  # noqa: E402
-from train_loop.precision import describe_machine  # noqa: E402
+from model.device import describe_machine  # noqa: E402
 
-SMALL_DIR = REPO.parent / "shared" / "models" / "flan-t5-small"
-DATA_DIR = REPO.parent / "shared" / "data" / "dialogsum"
+SMALL_DIR = REPO / "models" / "flan-t5-small"
+DATA_DIR = REPO / "data" / "dialogsum"
 # flan-t5-small's tokenizer and config, narrowed (d_model 64, 1+1 blocks) and without dropout: only a dropout-free
 # run can equal the single-process one (N processes draw other masks than one).
 NARROW = dict(d_model=64, d_ff=128, num_heads=2, d_kv=32, num_layers=1, num_decoder_layers=1, dropout_rate=0.0)

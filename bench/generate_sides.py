@@ -3,7 +3,7 @@
 Each side takes the same model object, the same prompts (cut to 512 tokens) and the same greedy settings, and
 returns the summaries as text (special tokens skipped, stripped), so tokenising and decoding are timed too:
 
-* `ours`: prompting/model.py's `generate_summaries`, batches of similar length.
+* `ours`: model/generate.py's `generate`, batches of similar length.
 * `pipeline`: transformers' pipeline with the same batch size. transformers 5.x removed the "summarization" and
   "text2text-generation" tasks (`transformers.pipelines.REMOVED_TASKS`: "Use the `text-generation` pipeline");
   the text-generation pipeline is the one left that takes text prompts and calls `model.generate` on batches of
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 
-from prompting.model import generate_summaries
+from model.generate import GenerationConfig, generate
 
 
 class GenerateCounter:
@@ -54,11 +54,11 @@ class GenerateCounter:
 
 
 def ours(model, tokenizer, prompts, batch_size, new_tokens, max_input_tokens=512, precision="fp32"):
-    """The length is forced through the model's generation config (generate_summaries sets max_new_tokens)."""
+    """The length is forced through the model's generation config (generate sets max_new_tokens)."""
     model.generation_config.min_new_tokens = new_tokens
     try:
-        return generate_summaries(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=new_tokens,
-                                  max_input_tokens=max_input_tokens, progress=False, precision=precision)
+        return generate(model, tokenizer, prompts, GenerationConfig(max_new_tokens=new_tokens), batch_size,
+                        max_input_tokens=max_input_tokens, precision=precision, progress=False).texts
     finally:
         model.generation_config.min_new_tokens = None
 

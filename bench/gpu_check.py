@@ -3,9 +3,8 @@
     python bench/gpu_check.py --models-dir path/to/models --data path/to/dialogsum
     python bench/gpu_check.py --device cpu --tiny     # the same sections as a smoke run on a CPU, narrow models
 
-The models are the flan-t5-small and flan-t5-base architectures from `--models-dir` (default: $SHARED_DIR/models,
-else shared/models in or beside the checkout; config and tokenizer; the
-weights are random, `--random-init`), so nothing is downloaded. Each section is caught apart: an error is printed
+The models are the flan-t5-small and flan-t5-base architectures from `--models-dir` (default: the repository's
+models/, config and tokenizer; the weights are random, `--random-init`), so nothing is downloaded. Each section is caught apart: an error is printed
 and the next section runs; the exit code is 1 if any section failed, 2 if there is no GPU (without --device cpu).
 
 1. `run.py --mode full` and `--mode lora` in bf16 autocast: training, validation, checkpoints, generation and
@@ -15,7 +14,7 @@ and the next section runs; the exit code is 1 if any section failed, 2 if there 
 3. fused AdamW: the optimiser the loop builds lives on the device and is fused;
 4. resume: a run stopped by the library's Ctrl-C handling after a few steps and resumed ends where a straight run
    ends (losses and weights compared);
-5. generation: ours (prompting/model.py) against transformers' pipeline, same precision, new tokens/s;
+5. generation: ours (model/generate.py) against transformers' pipeline, same precision, new tokens/s;
 6. training throughput against the trainer stack (bench/trainer_stack.py) in the same precision, real tokens/s,
    and peak memory (`torch.cuda.max_memory_allocated`) of full fine-tuning against LoRA; each side starts from
    the memory allocated before the first (else the section fails: a peak would count the sides before it).
@@ -46,18 +45,11 @@ NARROW = dict(d_model=64, d_ff=128, num_heads=2, d_kv=32, num_layers=1, num_deco
 TOKENIZER_FILES = ("spiece.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
-def shared_dir() -> Path:
-    """Where the model folders and data are by default: $SHARED_DIR, else shared/ in or beside the checkout."""
-    candidates = [Path(os.environ["SHARED_DIR"])] if os.environ.get("SHARED_DIR") else []
-    candidates += [REPO / "shared", REPO.parent / "shared"]
-    return next((c for c in candidates if c.is_dir()), candidates[-1])
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models-dir", default=str(shared_dir() / "models"),
+    p.add_argument("--models-dir", default=str(REPO / "models"),
                    help="folder holding flan-t5-small/ and flan-t5-base/ (config.json and tokenizer files)")
-    p.add_argument("--data", default=str(shared_dir() / "data" / "dialogsum"))
+    p.add_argument("--data", default=str(REPO / "data" / "dialogsum"))
     p.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     p.add_argument("--tiny", action="store_true", help="narrow models and a few steps: a smoke run of the script")
     p.add_argument("--steps", type=int, default=30, help="timed training steps per side (section 6)")
@@ -116,18 +108,18 @@ def run_flags(cfg, model: Path, out: Path, mode: str, precision: str) -> list[st
 def training_runs(cfg) -> None:
     for mode, model in (("full", cfg.small), ("lora", cfg.base)):
         m = run_py(run_flags(cfg, model, cfg.tmp / f"run-{mode}", mode, cfg.precision))
-        print(f"   {mode} on {model.name}: precision {m['precision']} ({m['precision_reason']}), {m['steps']} steps, "
+        print(f"   {mode} on {model.name}: precision {m['train']['precision']} ({m['precision_reason']}), {m['steps']} steps, "
               f"{m['tokens_per_s']:.0f} real tokens/s, peak {m['peak_memory_mb']:.0f} MiB, last loss "
               f"{m['final_train_loss']:.3f}")
         ledger = {k.removesuffix("_bytes"): f"{v / 2**20:,.0f}" for k, v in m["memory_ledger"].items() if k.endswith("_bytes")}
-        print(f"   {mode} memory ledger, MiB (train_loop/memory.MemoryLedger): {ledger}")
-        if m["precision"] != cfg.precision:
-            raise AssertionError(f"metrics.json says {m['precision']}, the run asked for {cfg.precision}")
+        print(f"   {mode} memory ledger, MiB (model/device.MemoryLedger): {ledger}")
+        if m["train"]["precision"] != cfg.precision:
+            raise AssertionError(f"metrics.json says {m['train']['precision']}, the run asked for {cfg.precision}")
 
 
 def fp16_run(cfg) -> None:
     import run
-    from train_loop.precision import FP16_WARNING
+    from model.device import FP16_WARNING
 
     argv = run_flags(cfg, cfg.small, cfg.tmp / "run-fp16", "lora", "fp16")
     if cfg.device == "cpu":  # no loss scaling on CPU: refused before anything starts
@@ -144,7 +136,7 @@ def fp16_run(cfg) -> None:
 
 
 def fused_adamw(cfg) -> None:
-    from prompting.model import build_random_init
+    from model.load import build_random_init
     from train_loop.step import OptimConfig, build_optimizer
 
     model = build_random_init(cfg.small).to(cfg.dev)
@@ -172,7 +164,7 @@ class StopAt(list):
 
 
 def resume(cfg) -> None:
-    from prompting.model import build_random_init, load_tokenizer
+    from model.load import build_random_init, load_tokenizer
     from train_loop.loop import TrainConfig, train
     from prompting.dialogsum import load_split
     from train_loop.data import batches_by_epoch
@@ -180,7 +172,7 @@ def resume(cfg) -> None:
 
     examples = load_split(cfg.data, "train", max_samples=32, seed=42)
     batches = batches_by_epoch(examples, load_tokenizer(cfg.small), 4, seed=42, max_input_tokens=256,
-                               max_target_tokens=64)
+                               max_label_tokens=64)
     config = TrainConfig(optim=OptimConfig(lr=1e-4), max_steps=6, save_every=2, precision=cfg.precision,
                          progress_bar=False)
 
@@ -191,7 +183,7 @@ def resume(cfg) -> None:
     straight = fresh()
     expected = train(straight, batches, config, cfg.dev).progress.losses
     first, folder = fresh(), cfg.tmp / "resume"
-    folder.mkdir()  # run.py prepares the run folder (modes/config.py); the loop writes into it
+    folder.mkdir()  # run.py prepares the run folder (train_loop/checkpoint.py); the loop writes into it
     stopped = train(first, lambda e: StopAt(batches(e), 2), config, cfg.dev, folder=folder)
     assert stopped.interrupted, "the run was not stopped"
     second = fresh()
@@ -209,9 +201,9 @@ def resume(cfg) -> None:
 def generation(cfg) -> None:
     from bench import generate_sides as sides
     from prompting.dialogsum import load_split
-    from prompting.model import build_random_init, load_tokenizer
+    from model.load import build_random_init, load_tokenizer
     from prompting.prompts import zero_shot_prompt
-    from train_loop.precision import autocast
+    from model.device import autocast
 
     count, new, batch = (8, 4, 4) if cfg.tiny else (128, 32, 16)
     prompts = [zero_shot_prompt(e.dialogue) for e in load_split(cfg.data, "test", max_samples=count)]
@@ -286,7 +278,7 @@ def main(argv=None) -> int:
         print(f"gpu_check: no CUDA GPU visible (torch {torch.__version__}); run it on a GPU machine, or add "
               f"--device cpu --tiny for a smoke run on the CPU", file=sys.stderr)
         return 2
-    from train_loop.precision import choose_precision, describe_machine
+    from model.device import choose_precision, describe_machine
 
     cfg.dev = torch.device(cfg.device)
     # bf16 autocast is the path under test on the GPU; on CPU whatever `auto` picks (fp32 where bf16 is emulated)

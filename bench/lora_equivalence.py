@@ -18,10 +18,10 @@ from peft import LoraConfig, get_peft_model  # noqa: E402
 
 from lora.layer import LoRAConfig, add_lora, lora_layers  # noqa: E402
 from lora.merge import merge_lora, unmerge_lora  # noqa: E402
-from prompting.model import build_from_config, build_random_init  # noqa: E402
-from train_loop.precision import describe_machine  # noqa: E402
+from model.load import build_from_config, build_random_init  # noqa: E402
+from model.device import describe_machine  # noqa: E402
 
-SMALL_DIR = Path(__file__).resolve().parents[2] / "shared" / "models" / "flan-t5-small"
+SMALL_DIR = Path(__file__).resolve().parents[1] / "models" / "flan-t5-small"
 
 
 def tiny_t5_config():

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from prompting.dialogsum import load_split  # noqa: E402
-from prompting.model import generate, load_model_and_tokenizer  # noqa: E402
+from model.generate import GenerationConfig, generate  # noqa: E402
+from model.load import load_model_and_tokenizer  # noqa: E402
 from prompting.prompts import build_prompts  # noqa: E402
 
 MODEL, DATA, PINNED = ROOT / "models" / "baby-flan-t5", ROOT / "data" / "dialogsum", ROOT / "tests" / "data" / "baby_summaries.json"
@@ -26,7 +27,8 @@ def summaries() -> dict[str, str]:
     model, tokenizer = load_model_and_tokenizer(str(MODEL))
     examples = load_split(str(DATA), "test", COUNT)
     prompts = build_prompts(examples, tokenizer, shots=0).prompts
-    texts = generate(model, tokenizer, prompts, batch_size=COUNT, max_new_tokens=MAX_NEW_TOKENS, progress=False).texts
+    texts = generate(model, tokenizer, prompts, GenerationConfig(max_new_tokens=MAX_NEW_TOKENS), batch_size=COUNT,
+                     progress=False).texts
     return {ex.id: text for ex, text in zip(examples, texts)}
 
 

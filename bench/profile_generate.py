@@ -1,4 +1,4 @@
-"""Where summarising time goes: ours (prompting/model.py), transformers' pipeline and the seeds' loop, measured.
+"""Where summarising time goes: ours (model/generate.py), transformers' pipeline and the seeds' loop, measured.
 
     python bench/profile_generate.py --model path/to/flan-t5-small --examples 64 --loop-examples 8
 
@@ -27,9 +27,9 @@ from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from bench import generate_sides as sides  # noqa: E402
 from prompting.dialogsum import load_split  # noqa: E402
-from prompting.model import build_random_init, load_tokenizer  # noqa: E402
+from model.load import build_random_init, load_tokenizer  # noqa: E402
 from prompting.prompts import zero_shot_prompt  # noqa: E402
-from train_loop.precision import autocast, choose_precision, describe_machine  # noqa: E402
+from model.device import autocast, choose_precision, describe_machine  # noqa: E402
 
 PARTS = ("encoder", "decoder", "lm_head")
 
@@ -65,8 +65,8 @@ def breakdown(label, clock, total, dialogues, padding):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(REPO.parent / "shared" / "models" / "flan-t5-small"))
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "dialogsum"))
+    parser.add_argument("--model", default=str(REPO / "models" / "flan-t5-small"))
+    parser.add_argument("--data", default=str(REPO / "data" / "dialogsum"))
     parser.add_argument("--examples", type=int, default=64)
     parser.add_argument("--loop-examples", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=8)

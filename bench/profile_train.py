@@ -32,11 +32,11 @@ from bench.train_sides import run_py_settings, work_examples  # noqa: E402
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default=str(REPO.parent / "shared" / "models" / "flan-t5-small"))
-    p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "dialogsum"))
+    p.add_argument("--model", default=str(REPO / "models" / "flan-t5-small"))
+    p.add_argument("--data", default=str(REPO / "data" / "dialogsum"))
     p.add_argument("--mode", choices=("full", "lora"), default="full")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="auto: bf16 only where the CPU computes it natively (train_loop/precision.py)")
+                   help="auto: bf16 only where the CPU computes it natively (model/device.py)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--steps", type=int, default=3, help="timed, then profiled, steps (after 2 warm-up steps)")
     p.add_argument("--variant", choices=("sdpa", "eager", "ours"), default="ours", help="attention and dropout")
@@ -51,10 +51,10 @@ def main() -> None:
 
         keep_freed_memory()
 
-    from prompting.model import build_random_init, load_tokenizer
+    from model.load import build_random_init, load_tokenizer
     from train_loop import loop
     from train_loop.data import batches_by_epoch
-    from train_loop.precision import choose_precision, describe_machine
+    from model.device import choose_precision, describe_machine
     from train_loop.step import label_tokens
 
     precision, reason = choose_precision(args.precision, torch.device("cpu"))

@@ -8,18 +8,16 @@ the process's peak memory (CUDA: `max_memory_allocated`; CPU: the peak resident 
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from prompting.dialogsum import load_split
-from prompting.model import build_random_init, load_tokenizer
+from model.load import build_random_init, load_tokenizer
 from prompting.prompts import zero_shot_prompt
-from train_loop.loop import peak_memory_mb
+from model.device import peak_memory_mb
 
 
 def device() -> torch.device:
@@ -27,16 +25,13 @@ def device() -> torch.device:
 
 
 def run_py_settings(mode: str, model_dir) -> tuple:
-    """(LoRAConfig, TrainConfig) exactly as `run.py --mode <mode>` builds them with its default flags, the
+    """(LoRAConfig or None, TrainConfig) exactly as `run.py --mode <mode>` builds them with its default flags, the
     learning rate included (modes/train.py's default for this model's width)."""
     import run
-    from modes.config import lora_config, train_config
-    from modes.train import default_lr
+    from modes.train import config_from_args
 
-    args = run.build_parser().parse_args(["--mode", mode])
-    config = train_config(args)
-    d_model = json.loads((Path(model_dir) / "config.json").read_text())["d_model"]
-    return lora_config(args), replace(config, optim=replace(config.optim, lr=default_lr(mode, d_model)))
+    config = config_from_args(run.build_parser().parse_args(["--mode", mode, "--model", str(model_dir)]))
+    return config.lora, config.train
 
 
 def work_examples(data: str, count: int, seed: int):
@@ -47,10 +42,10 @@ def run_ours(model_dir, data, mode, steps, batch_size, warmup, seed, count_flops
     """Our loop as `run.py --mode full|lora` drives it (run.py's defaults, train_loop.data.batches_by_epoch,
     cpu_speed.speed_up_on_cpu on CPU, loop.train), with no run folder. Step times come from the loop's `on_step`
     hook, called as each step's record is written. `precision` is the requested one ('auto', 'fp32', 'bf16'),
-    made concrete by train_loop/precision.py as run.py does."""
+    made concrete by model/device.py as run.py does."""
     from train_loop import loop
     from train_loop.data import batches_by_epoch
-    from train_loop.precision import choose_precision
+    from model.device import choose_precision
 
     dev = device()
     lora, config = run_py_settings(mode, model_dir)
@@ -101,8 +96,8 @@ def training_flops(model, batches, precision, dev) -> int:
 
 def run_theirs(model_dir, data, mode, recipe, steps, batch_size, warmup, seed, precision="auto") -> dict:
     """Seq2SeqTrainer (+ peft for LoRA) through bench/trainer_stack.py, on the same examples, in the precision
-    train_loop/precision.py chooses for ours from the same request."""
-    from train_loop.precision import choose_precision
+    model/device.py chooses for ours from the same request."""
+    from model.device import choose_precision
 
     from bench.trainer_stack import run_trainer
 

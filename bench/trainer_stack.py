@@ -4,7 +4,7 @@ Two recipes, both on the same examples and hyper-parameters as our loop:
 
 * `best`: the trainer at its best: dynamic padding (`DataCollatorForSeq2Seq`), length grouping
   (`train_sampling_strategy="group_by_length"`), in the precision our side runs in (`precision`: 'bf16' sets the
-  Trainer's `bf16=True`, its autocast; chosen once by train_loop/precision.py for both stacks).
+  Trainer's `bf16=True`, its autocast; chosen once by model/device.py for both stacks).
 * `seeds`: the course notebooks' recipe: fp32, every input padded to 512 tokens and every summary to 128.
   (The notebooks also pad labels with 0, a known flaw; here padding labels are -100 so the losses are comparable.
   Throughput does not depend on it.)

@@ -9,7 +9,8 @@ Face summarisation example puts each sentence on its own line first (`nltk.sent_
 downloaded here, so `split_sentences` does it with a regex. Only whitespace changes: ROUGE-1, -2 and -L do not.
 
 A run folder holds `predictions.csv` (id, dialogue, references, prediction, per-example ROUGE), `side_by_side.md`
-(the first few prompts, human and model summaries) and `metrics.json` (corpus scores and what the run knows).
+(the first few prompts, human and model summaries) and `metrics.json` (the run's whole configuration, `as_record`,
+its corpus scores and what it measured); `prepare_output_dir` refuses to write over another run's results.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import json
 import math
 import os
 import re
+from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -120,6 +122,30 @@ def repeats_a_phrase(text: str, n: int = 4) -> bool:
 
 
 # ---- the run folder's files ---------------------------------------------------------------------------------------
+
+RESULT_FILES = ("metrics.json", "predictions.csv")
+
+
+def prepare_output_dir(path: str | os.PathLike, overwrite: bool = False, resume: bool = False) -> Path:
+    """Create the run folder; refuse to write over another run's results unless told to."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--output-dir {out} is a file, not a folder")
+    if out.is_dir() and not (overwrite or resume) and any((out / name).exists() for name in RESULT_FILES):
+        raise ValueError(f"--output-dir {out} already holds a run's results; pass --overwrite or choose another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    try:  # os.access says yes to root even on a read-only file system: write something to be sure
+        (out / ".write_test").write_bytes(b"")
+        (out / ".write_test").unlink()
+    except OSError as err:
+        raise PermissionError(f"--output-dir {out} is not writable ({err.strerror}); choose another folder") from err
+    return out
+
+
+def as_record(config) -> dict:
+    """A run's configuration (a dataclass of dataclasses) as metrics.json holds it: every field, paths as text."""
+    return json.loads(json.dumps(asdict(config), default=str))
+
 
 def write_json_atomic(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")

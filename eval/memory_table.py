@@ -1,4 +1,4 @@
-"""The memory ledger of training runs (train_loop/memory.MemoryLedger, in metrics.json) as report lines:
+"""The memory ledger of training runs (model/device.MemoryLedger, in metrics.json) as report lines:
 a table of weights, gradients, optimiser state and the rest, and, for a full and a LoRA run side by side, where
 LoRA's saving comes from and why it is smaller than the ratio of trainable parameters."""
 from __future__ import annotations

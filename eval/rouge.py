@@ -166,7 +166,7 @@ class Tokenized(NamedTuple):
     sentence_tokens: list[list[str]]
 
 
-def analyse(text: str, use_stemmer: bool) -> Tokenized:
+def tokenized(text: str, use_stemmer: bool) -> Tokenized:
     if not isinstance(text, str):
         raise ValueError(f"ROUGE scores strings; got {type(text).__name__}: {text!r:.60}")
     tokens = tokenize(text, use_stemmer)
@@ -198,7 +198,7 @@ def best_by_fmeasure(per_reference: list[dict[str, Score]]) -> dict[str, Score]:
 def score(references: str | list[str] | tuple[str, ...], prediction: str, use_stemmer: bool = True) -> dict[str, Score]:
     """ROUGE-1, -2, -L and -Lsum of `prediction` against one reference (first, as `RougeScorer.score(target,
     prediction)`) or the best of several (as `score_multi`). Empty texts (or no references) score 0."""
-    candidate = analyse(prediction, use_stemmer)
+    candidate = tokenized(prediction, use_stemmer)
     if isinstance(references, str):
         references = [references]
-    return best_by_fmeasure([score_tokenized(analyse(r, use_stemmer), candidate) for r in references])
+    return best_by_fmeasure([score_tokenized(tokenized(r, use_stemmer), candidate) for r in references])

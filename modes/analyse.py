@@ -97,7 +97,7 @@ def analyse_folders(config: AnalyseConfig) -> Path:
     from eval.analysis_report import write_analysis
     from lora.analysis import analyse
     from lora.factors import read_factors
-    from prompting.model import build_random_init, load_pretrained
+    from model.load import build_random_init, load_pretrained
 
     # Read first, so a bad folder fails before the model loads; analysis.json names each adapter as given
     factors = [replace(read_factors(adapter_folder(given)), folder=given) for given in config.adapters]
@@ -114,7 +114,8 @@ def analyse_folders(config: AnalyseConfig) -> Path:
     return write_analysis(result, config.output_dir)
 
 
-def run(args) -> Path:
-    path = analyse_folders(config_from_args(args))
-    print(f"analysis of {len(args.adapters)} adapter(s) written to {path.parent}/ (analysis.md, analysis.json, figures)")
+def run(config: AnalyseConfig) -> Path:
+    path = analyse_folders(config)
+    print(f"analysis of {len(config.adapters)} adapter(s) written to {path.parent}/ (analysis.md, analysis.json, "
+          f"figures)")
     return path

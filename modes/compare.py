@@ -9,38 +9,38 @@ The study runs each mode exactly as `run.py --mode <mode>` would, with the same 
 """
 from __future__ import annotations
 
-import argparse
-import copy
-import importlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from eval.report import write_report
 from eval.runs import read_runs
 
 
-def study_steps() -> list[tuple[str, object]]:
-    """(mode, entry point) for each step of the study.
-
-    Imported here, not at the top: `--runs` needs neither torch nor the models.
-    """
-    prompt, train = importlib.import_module("modes.prompt"), importlib.import_module("modes.train")
-    return [("zero-shot", prompt.run), ("full", train.run), ("lora", train.run)]
+@dataclass(frozen=True)
+class CompareRun:
+    output_dir: Path                 # report.md and report.png; with the study, its three run folders too
+    runs: tuple[Path, ...]           # --runs: folders already made (then no study runs)
+    study: tuple = ()                # (runner, its config) for zero-shot, full and LoRA, each as its own mode builds it
 
 
-def run_study(args: argparse.Namespace, out_dir: Path) -> list[Path]:
-    """Run every step with a copy of the command line's flags, each into its own folder; return the folders."""
-    folders = []
-    for mode, entry_point in study_steps():
-        step_args = copy.copy(args)
-        step_args.mode, step_args.output_dir, step_args.runs = mode, str(out_dir / mode), None
-        step_args.shots = None  # each prompting mode picks its own number of examples
-        entry_point(step_args)
-        folders.append(out_dir / mode)
-    return folders
+def config_from_args(args) -> CompareRun:
+    """--runs, or the study: each step's config built from the same flags by its own mode, each into its own folder.
+    The runners are imported here, not at the top: `--runs` needs neither torch nor the models."""
+    out = Path(args.output_dir or "runs/compare")
+    if args.runs:
+        return CompareRun(out, tuple(Path(folder) for folder in args.runs))
+    from modes.prompt import config_from_args as prompt_config, run as prompt_run
+    from modes.train import config_from_args as train_config, run as train_run
+
+    study = ((prompt_run, prompt_config(args, "zero-shot", out / "zero-shot")),  # the mode's own shots: none
+             (train_run, train_config(args, "full", out / "full")), (train_run, train_config(args, "lora", out / "lora")))
+    return CompareRun(out, (), study)
 
 
-def run(args: argparse.Namespace) -> Path:
-    """The report for `--runs`, or for a study run now; returns the path of report.md."""
-    out_dir = Path(args.output_dir or "runs/compare")
-    folders = args.runs or run_study(args, out_dir)
-    return write_report(read_runs(folders), out_dir)
+def run(config: CompareRun) -> Path:
+    """The report for `--runs`, or for the study run now; returns the path of report.md."""
+    folders = list(config.runs)
+    for run_step, step in config.study:
+        run_step(step)
+        folders.append(step.output_dir)
+    return write_report(read_runs(folders), config.output_dir)

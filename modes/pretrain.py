@@ -12,26 +12,59 @@ card that says how they were made.
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import sys
-import time
-from dataclasses import asdict, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from eval.evaluate import plot_loss_curve, write_json_atomic
-from modes.config import check_disk_space, data_config, output_config, prepare_folder, train_config
+from eval.evaluate import as_record, plot_loss_curve, write_json_atomic
+from model.device import choose_precision, describe_machine, resolve_device
+from model.load import build_from_config, check_model_folder, count_parameters, load_tokenizer
 from pretrain.mixture import Text, pretraining_batches
-from prompting.dialogsum import load_split
-from prompting.model import build_from_config, count_parameters, load_tokenizer, resolve_device
+from prompting.dialogsum import DataConfig, load_split
 from train_loop import checkpoint as ckpt
-from train_loop.loop import LOG_FILE, read_log, train
-from train_loop.precision import choose_precision, describe_machine
+from modes.train import data_config, train_config
+from train_loop.data import check_batch_split
+from train_loop.loop import LOG_FILE, TrainConfig, read_log, train
 
 DEFAULT_LR = 1e-3
 HELD_OUT = 256  # train dialogues kept out of the stream for the validation loss, unless --max-val-samples says
+
+
+@dataclass(frozen=True)
+class PretrainRun:
+    """Everything a pretraining run is told; metrics.json records all of it, the fingerprint all but NOT_TRAINING."""
+    model: str                       # the folder whose config.json gives the architecture (and the tokenizer)
+    data: DataConfig                 # its train split only; max_val_samples: the dialogues held out
+    held_out: int
+    batch_size: int
+    train: TrainConfig
+    output_dir: Path
+    overwrite: bool
+    resume: bool
+    device: str
+    precision_reason: str
+    cpu_kernels: bool
+
+
+NOT_TRAINING = ("data.split", "data.max_eval_samples", "output_dir", "overwrite", "resume", "device",
+                "precision_reason", "train.save_every", "train.progress_bar")
+
+
+def config_from_args(args) -> PretrainRun:
+    if args.random_init or args.adapter or args.merge:
+        raise ValueError("--mode pretrain always starts from random weights and trains them all: leave out "
+                         "--random-init, --adapter and --merge")
+    check_model_folder(args.model, need_weights=False)
+    data = data_config(args)
+    check_batch_split(args.batch_size, 1)
+    device = resolve_device(args.device)
+    precision, precision_reason = choose_precision(args.precision, device)
+    return PretrainRun(args.model, data, args.max_val_samples or HELD_OUT, args.batch_size,
+                       train_config(args, args.lr or DEFAULT_LR, precision), Path(args.output_dir or "runs/pretrain"),
+                       args.overwrite, args.resume, device.type, precision_reason, args.cpu_kernels)
 
 
 def texts_of_train_split(source: str, limit: int | None, seed: int) -> list[Text]:
@@ -50,60 +83,44 @@ def build_model(folder: str, seed: int):
     return model
 
 
-def run(args) -> dict:
-    data, out_cfg = data_config(args), output_config(args)
-    if args.random_init or getattr(args, "adapter", None) or args.merge:
-        raise ValueError("--mode pretrain always starts from random weights and trains them all: leave out "
-                         "--random-init, --adapter and --merge")
-    from prompting.model import check_model_folder
-
-    check_model_folder(args.model, need_weights=False)
-    device = resolve_device(args.device)
-    precision, precision_reason = choose_precision(args.precision, device)
-    config = train_config(args, precision)
-    config = replace(config, optim=replace(config.optim, lr=args.lr or DEFAULT_LR))
-    out = prepare_folder(out_cfg.folder, "pretrain", args.model, out_cfg.overwrite, out_cfg.resume)
-    tokenizer = load_tokenizer(args.model)
-    model = build_model(args.model, data.seed)
-    if args.cpu_kernels and device.type == "cpu":
+def run(config: PretrainRun) -> dict:
+    data, device, lr = config.data, torch.device(config.device), config.train.optim.lr
+    out = ckpt.prepare_run_folder(config.output_dir, config.overwrite, config.resume, "pretrain", config.model)
+    tokenizer = load_tokenizer(config.model)
+    model = build_model(config.model, data.seed)
+    if config.cpu_kernels and device.type == "cpu":
         from train_loop.cpu_speed import speed_up_on_cpu
 
         speed_up_on_cpu(model)
     trainable, total = count_parameters(model)
-    check_disk_space(out, trainable, total, "full")
+    ckpt.check_disk_space(out, trainable, total, "full")
 
     texts = texts_of_train_split(data.source, data.max_train_samples, data.seed)
-    held_out = data.max_val_samples or HELD_OUT
-    if len(texts) <= held_out:
-        raise ValueError(f"--max-val-samples {held_out}: the train split has {len(texts)} dialogues; keep fewer "
-                         f"out for validation")
+    if len(texts) <= config.held_out:
+        raise ValueError(f"--max-val-samples {config.held_out}: the train split has {len(texts)} dialogues; keep "
+                         f"fewer out for validation")
     random.Random(data.seed).shuffle(texts)
-    stream, validation = texts[held_out:], texts[:held_out]
-    batches = pretraining_batches(stream, tokenizer, args.batch_size, data.seed, data.max_input_tokens,
-                                  data.max_target_tokens)
-    val_batches = pretraining_batches(validation, tokenizer, args.batch_size, data.seed + 1, data.max_input_tokens,
-                                      data.max_target_tokens)(0)
-    print(f"pretraining {args.model}'s architecture from scratch: {total:,} parameters; {len(stream):,} train "
-          f"dialogues x 2 examples an epoch ({held_out} held out), batch {args.batch_size}, lr {config.optim.lr:g}, "
-          f"{device.type}; {precision_reason}; writing to {out}", file=sys.stderr)
-    fingerprint = {"mode": "pretrain", "model": args.model, "data": data.source, "seed": data.seed,
-                   "samples": [data.max_train_samples, held_out], "tokens": [data.max_input_tokens,
-                   data.max_target_tokens], "batch_size": args.batch_size, "precision": precision,
-                   "optim": asdict(config.optim), "epochs": config.epochs}
-    result = train(model, batches, config, device, folder=out, val_batches=val_batches, resume=out_cfg.resume,
+    stream, validation = texts[config.held_out:], texts[:config.held_out]
+    batches = pretraining_batches(stream, tokenizer, config.batch_size, data.seed, data.max_input_tokens,
+                                  data.max_label_tokens)
+    val_batches = pretraining_batches(validation, tokenizer, config.batch_size, data.seed + 1, data.max_input_tokens,
+                                      data.max_label_tokens)(0)
+    print(f"pretraining {config.model}'s architecture from scratch: {total:,} parameters; {len(stream):,} train "
+          f"dialogues x 2 examples an epoch ({config.held_out} held out), batch {config.batch_size}, lr {lr:g}, "
+          f"{device.type}; {config.precision_reason}; writing to {out}", file=sys.stderr)
+    record = {"mode": "pretrain", **as_record(config)}
+    fingerprint = {k: v for k, v in ckpt.flat(record).items() if not k.startswith(NOT_TRAINING)}
+    result = train(model, batches, config.train, device, folder=out, val_batches=val_batches, resume=config.resume,
                    fingerprint=fingerprint)
-    plot_loss_curve(read_log(out / LOG_FILE), out / "loss_curve.png", title=f"pretraining: {args.model}")
+    plot_loss_curve(read_log(out / LOG_FILE), out / "loss_curve.png", title=f"pretraining: {config.model}")
     if result.interrupted:
         print(f"stopped after step {result.progress.step}; checkpoint {result.checkpoint}; --resume continues",
               file=sys.stderr)
         raise KeyboardInterrupt
     ckpt.load_best(out, model)
     p = result.progress
-    info = {"mode": "pretrain", "model": args.model, "data": data.source, "device": device.type,
-            "machine": describe_machine(device), "precision": precision, "precision_reason": precision_reason,
-            "lr": config.optim.lr, "warmup_steps": config.optim.warmup_steps, "schedule": config.optim.schedule,
-            "batch_size": args.batch_size, "seed": data.seed, "steps": p.step, "epochs": round(p.step / max(1,
-            len(batches(0))), 3), "train_dialogues": len(stream), "held_out_dialogues": held_out, "tokens": p.tokens,
+    info = {**record, "machine": describe_machine(device), "steps": p.step,
+            "epochs": round(p.step / max(1, len(batches(0))), 3), "train_dialogues": len(stream), "tokens": p.tokens,
             "tokens_per_s": round(p.tokens / max(p.train_seconds, 1e-9), 1), "train_seconds": round(p.train_seconds, 1),
             "final_train_loss": p.losses[-1] if p.losses else None, "best_val_loss": p.best_val_loss,
             "best_step": p.best_step, "total_params": total, "peak_memory_mb": round(result.peak_memory_mb, 1),
@@ -125,7 +142,7 @@ def save_bf16(model, tokenizer, folder: Path) -> str:
 
 
 def model_card(info: dict) -> str:
-    minutes = info["train_seconds"] / 60
+    minutes, optim = info["train_seconds"] / 60, info["train"]["optim"]
     return f"""# baby-flan-t5: a small FLAN-style T5 pretrained on DialogSum's train dialogues
 
 Made by this project's `--mode pretrain` (modes/pretrain.py, pretrain/): T5 v1.1's layout (gated-GELU, untied
@@ -134,11 +151,11 @@ head), FLAN-T5's tokenizer, {info['total_params']:,} parameters, stored in bf16.
 | | |
 | --- | --- |
 | command | `{info['command']}` |
-| data | DialogSum train: {info['train_dialogues']:,} dialogues, each epoch one span-corruption example (15% of tokens, mean span 3) and one instruction (topic, speaker, continuation) per dialogue; {info['held_out_dialogues']} held out for the validation loss. No summary of any split, no validation or test dialogue |
-| steps | {info['steps']:,} of batch {info['batch_size']} ({info['epochs']} epochs), lr {info['lr']:g}, {info['warmup_steps']} warmup steps, {info['schedule']} schedule, AdamW, seed {info['seed']} |
+| data | DialogSum train: {info['train_dialogues']:,} dialogues, each epoch one span-corruption example (15% of tokens, mean span 3) and one instruction (topic, speaker, continuation) per dialogue; {info['held_out']} held out for the validation loss. No summary of any split, no validation or test dialogue |
+| steps | {info['steps']:,} of batch {info['batch_size']} ({info['epochs']} epochs), lr {optim['lr']:g}, {optim['warmup_steps']} warmup steps, {optim['schedule']} schedule, AdamW, seed {info['data']['seed']} |
 | tokens | {info['tokens']:,} (inputs + labels, no padding), {info['tokens_per_s']:,.0f} per second |
 | time | {minutes:.1f} minutes of training |
-| machine | {info['machine']}; {info['precision']} ({info['precision_reason']}) |
+| machine | {info['machine']}; {info['train']['precision']} ({info['precision_reason']}) |
 | final losses | train {info['final_train_loss']:.4f}; best validation {info['best_val_loss']:.4f} (step {info['best_step']}) |
 | weights sha256 | `{info['weights_sha256']}` |
 

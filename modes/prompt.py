@@ -1,30 +1,52 @@
 """`python run.py --mode zero-shot|one-shot|few-shot`: summaries from the unchanged model, then ROUGE.
 
 The steps, in the order a reader would do them by hand:
-1. check the command line (modes/config.py), so a typo fails in a second rather than after loading a model;
+1. read the command line into a `PromptRun` (`config_from_args`), so a typo fails in a second rather than after
+   loading a model;
 2. load the dialogues to summarise (and, for one/few-shot, the train split the shots come from);
-3. build prompts that fit the token budget (prompting/prompts.py), load the model, generate (prompting/model.py);
+3. build prompts that fit the token budget (prompting/prompts.py), load the model, generate (model/generate.py);
 4. write predictions.csv, side_by_side.md and metrics.json through eval/evaluate.py.
 """
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-from eval.evaluate import finish_run
-from modes.config import data_config, generation_config, output_config, prepare_output_dir
-from prompting.dialogsum import load_split
+from eval.evaluate import as_record, finish_run, prepare_output_dir
+from model.device import choose_precision, describe_machine, peak_memory_mb, resolve_device
+from model.generate import GenerationConfig, generate, mean_length
+from model.load import count_parameters, load_model_and_tokenizer
 from prompting.adapter import apply_adapter, check_adapter_folder
-from prompting.model import count_parameters, generate, load_model_and_tokenizer, mean_length, resolve_device
+from prompting.dialogsum import DataConfig, load_split
 from prompting.prompts import build_prompts
-from train_loop.loop import peak_memory_mb
-from train_loop.precision import choose_precision, describe_machine
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SHOTS = {"zero-shot": 0, "one-shot": 1, "few-shot": 3}
+
+
+@dataclass(frozen=True)
+class PromptRun:
+    """Everything a prompting run is told; metrics.json records all of it."""
+    mode: str                        # zero-shot | one-shot | few-shot
+    model: str
+    random_init: bool
+    seed: int
+    shots: int
+    adapter: str | None              # --adapter: a LoRA adapter merged into --model before generating
+    data: DataConfig
+    batch_size: int
+    generation: GenerationConfig
+    use_stemmer: bool
+    output_dir: Path
+    overwrite: bool
+    device: str
+    precision: str                   # resolved for the device
+    precision_reason: str
 
 
 def shots_for(mode: str, shots: int | None) -> int:
@@ -39,47 +61,54 @@ def shots_for(mode: str, shots: int | None) -> int:
     return shots
 
 
-def run(args) -> dict:
-    data, gen, output = data_config(args), generation_config(args), output_config(args)
-    shots = shots_for(args.mode, args.shots)
-    if getattr(args, "adapter", None):  # before anything slow: the folder must be an adapter's
-        check_adapter_folder(args.adapter)
-    examples = load_split(data.source, data.split, data.max_eval_samples, data.seed)
-    train = load_split(data.source, "train", data.max_train_samples, data.seed) if shots else None
+def config_from_args(args, mode: str | None = None, output_dir: Path | None = None) -> PromptRun:
+    """The run the flags describe (`mode` and `output_dir` given: the prompting step of --mode compare, with the
+    mode's own number of shots)."""
+    mode = mode or args.mode
+    data = DataConfig(args.data, args.split, args.seed, args.max_train_samples, args.max_val_samples,
+                      args.max_eval_samples, args.max_input_tokens, args.max_target_tokens)  # as modes/train.py's
+    shots = shots_for(mode, args.shots if mode == args.mode else None)
     if shots and data.split == "train":
-        raise ValueError(f"--mode {args.mode} draws its shots from train, so it cannot evaluate --split train; "
+        raise ValueError(f"--mode {mode} draws its shots from train, so it cannot evaluate --split train; "
                          "use --split validation or test")
-    if shots and shots > len(train):
-        raise ValueError(f"--shots {shots}: only {len(train)} train dialogues are available to draw shots from")
+    if args.adapter:  # before anything slow: the folder must be an adapter's
+        check_adapter_folder(args.adapter)
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size}: must be at least 1")
+    generation = GenerationConfig(args.max_new_tokens, args.num_beams)
     device = resolve_device(args.device)
     precision, precision_reason = choose_precision(args.precision, device)
-    out = prepare_output_dir(output.folder, overwrite=output.overwrite)
+    return PromptRun(mode, args.model, args.random_init, args.seed, shots, args.adapter, data, args.batch_size,
+                     generation, args.stemmer, Path(output_dir or args.output_dir or Path("runs") / mode),
+                     args.overwrite, device.type, precision, precision_reason)
 
-    model, tokenizer = load_model_and_tokenizer(args.model, args.random_init, data.seed)
+
+def run(config: PromptRun) -> dict:
+    data, device = config.data, torch.device(config.device)
+    examples = load_split(data.source, data.split, data.max_eval_samples, data.seed)
+    train = load_split(data.source, "train", data.max_train_samples, data.seed) if config.shots else None
+    if config.shots and config.shots > len(train):
+        raise ValueError(f"--shots {config.shots}: only {len(train)} train dialogues are available to draw shots from")
+    out = prepare_output_dir(config.output_dir, overwrite=config.overwrite)
+
+    model, tokenizer = load_model_and_tokenizer(config.model, config.random_init, config.seed)
     # A LoRA adapter trained on --model, merged into the weights (prompting/adapter.py)
-    adapter_info = apply_adapter(model, args.adapter, base_model=args.model) if getattr(args, "adapter", None) else {}
+    adapter_info = apply_adapter(model, config.adapter, base_model=config.model) if config.adapter else {}
     model.to(device)
-    log.info("%s with %s on %s, %s; %s; writing to %s", args.mode, args.model, device, describe_machine(device),
-             precision_reason, out)
-    prompt_set = build_prompts(examples, tokenizer, shots=shots, train=train, seed=data.seed,
+    log.info("%s with %s on %s, %s; %s; writing to %s", config.mode, config.model, device,
+             describe_machine(device), config.precision_reason, out)
+    prompt_set = build_prompts(examples, tokenizer, shots=config.shots, train=train, seed=data.seed,
                                max_tokens=data.max_input_tokens)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    generated = generate(model, tokenizer, prompt_set.prompts, batch_size=gen.batch_size,
-                         max_new_tokens=gen.max_new_tokens, device=device, max_input_tokens=data.max_input_tokens,
-                         precision=precision, num_beams=gen.num_beams)
+    generated = generate(model, tokenizer, prompt_set.prompts, config.generation, config.batch_size, device,
+                         data.max_input_tokens, config.precision)
     seconds = time.perf_counter() - start
-
-    info = {
-        "model": str(args.model), "mode": args.mode, "random_init": bool(args.random_init), "data": str(data.source),
-        "split": data.split, "seed": data.seed, "device": str(device), "machine": describe_machine(device),
-        "precision": precision, "precision_reason": precision_reason, "batch_size": gen.batch_size,
-        "max_new_tokens": gen.max_new_tokens, "max_input_tokens": data.max_input_tokens,
-        "num_beams": gen.num_beams, "gen_len": mean_length(generated.lengths), **adapter_info,
-        "trainable_params": 0, "total_params": count_parameters(model)[1], "train_seconds": 0.0,
-        "generation_seconds": round(seconds, 2), "peak_memory_mb": round(peak_memory_mb(device), 1),
-        "artifact_bytes": 0, "prompt_stats": prompt_set.stats.as_dict(),
-    }
-    return finish_run(out, examples, prompt_set.prompts, generated.texts, info, use_stemmer=gen.use_stemmer)
+    results = {"machine": describe_machine(device), "gen_len": mean_length(generated.lengths), **adapter_info,
+               "trainable_params": 0, "total_params": count_parameters(model)[1], "train_seconds": 0.0,
+               "generation_seconds": round(seconds, 2), "peak_memory_mb": round(peak_memory_mb(device), 1),
+               "artifact_bytes": 0, "prompt_stats": prompt_set.stats.as_dict()}
+    return finish_run(out, examples, prompt_set.prompts, generated.texts, {**as_record(config), **results},
+                      use_stemmer=config.use_stemmer)

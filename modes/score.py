@@ -15,12 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from eval.evaluate import finish_run
+from eval.evaluate import finish_run, prepare_output_dir
 from eval.report import write_report
 from eval.rouge_ways import COURSE, MULTI_REFERENCE, plain_table, several_ways, ways_table
 from eval.runs import read_runs
 from eval.score_file import count_empty, read_items
-from modes.config import prepare_output_dir
+
 
 @dataclass(frozen=True)
 class ScoreConfig:
@@ -51,9 +51,9 @@ class ScoreConfig:
             raise ValueError(f"--prediction-column {' '.join(self.prediction_columns)}: a column is named twice")
 
 
-def score_config(args) -> ScoreConfig:
-    return ScoreConfig(Path(args.predictions) if args.predictions else None, tuple(args.prediction_column or ()), args.reference_column,
-                       args.group_by, args.dialogue_column, args.stemmer, args.lsum_sentences,
+def config_from_args(args) -> ScoreConfig:
+    return ScoreConfig(Path(args.predictions) if args.predictions else None, tuple(args.prediction_column or ()),
+                       args.reference_column, args.group_by, args.dialogue_column, args.stemmer, args.lsum_sentences,
                        Path(args.output_dir or "runs/score"), args.overwrite)
 
 
@@ -107,9 +107,8 @@ def printout(results: list[dict], out_dir: Path, report: Path) -> str:
             f"each: <run folder>/score.md; report: {report}")
 
 
-def run(args) -> dict:
+def run(config: ScoreConfig) -> dict:
     """Score every --prediction-column; returns {"printout": the tables, "report": path, "runs": [metrics]}."""
-    config = score_config(args)
     out_dir = config.output_dir
     results = [score_column(config, column) for column in config.prediction_columns]
     notes = []

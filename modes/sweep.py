@@ -15,9 +15,10 @@ similarity of the initial A's beside it as the baseline that training must beat.
 """
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+from modes.train import TrainRun
 
 
 @dataclass(frozen=True)
@@ -46,17 +47,33 @@ def parse_target_sets(text: str) -> list[str]:
     return sets
 
 
-def plan(args) -> list[SweepRun]:
-    if bool(args.ranks) == bool(args.target_sets):
+@dataclass(frozen=True)
+class SweepConfig:
+    base: TrainRun                   # every run's settings but the rank, the targets and the run folder
+    runs: tuple[SweepRun, ...]
+    by_rank: bool                    # --ranks (else --target-sets)
+    output_dir: Path
+
+
+def config_from_args(args) -> SweepConfig:
+    from modes.train import config_from_args as train_config
+
+    out = Path(args.output_dir or Path("runs") / "sweep")
+    base = train_config(args, "lora", out)
+    return SweepConfig(base, tuple(plan(args.ranks, args.target_sets, base)), bool(args.ranks), out)
+
+
+def plan(ranks: str | None, target_sets: str | None, base: TrainRun) -> list[SweepRun]:
+    if bool(ranks) == bool(target_sets):
         raise ValueError("--mode sweep needs exactly one of --ranks (e.g. 1,2,4,8) or --target-sets (e.g. 'q;v;q,v')")
-    first_seed = args.lora_init_seed if args.lora_init_seed is not None else args.seed
-    if args.ranks:
-        ranks = parse_ranks(args.ranks)
-        return [SweepRun(f"r{r}", r, args.lora_targets, first_seed + k) for k, r in enumerate(ranks)]
+    first_seed = base.lora.init_seed  # --lora-init-seed, else --seed (modes/train.py's lora_config)
+    if ranks:
+        targets = ",".join(base.lora.targets)
+        return [SweepRun(f"r{r}", r, targets, first_seed + k) for k, r in enumerate(parse_ranks(ranks))]
     from lora.budget import equal_budget_ranks
 
-    sets = parse_target_sets(args.target_sets)
-    ranks = equal_budget_ranks(shape_only_model(args.model), sets, args.lora_r)
+    sets = parse_target_sets(target_sets)
+    ranks = equal_budget_ranks(shape_only_model(base.model), sets, base.lora.r)
     return [SweepRun(targets, r, targets, first_seed + k) for k, (targets, r) in enumerate(zip(sets, ranks))]
 
 
@@ -77,27 +94,25 @@ def analysis_pair(runs: list[SweepRun]) -> list[SweepRun]:
     return [min(runs, key=lambda run: run.r), max(runs, key=lambda run: run.r)]
 
 
-def run(args) -> Path:
+def run(config: SweepConfig) -> Path:
     from eval.sweep_report import write_sweep
     from modes.analyse import AnalyseConfig, analyse_folders
     from modes.train import run as train
 
-    runs = plan(args)
-    out = Path(args.output_dir or Path("runs") / "sweep")
+    base, runs, out = config.base, config.runs, config.output_dir
     print(f"sweep: {len(runs)} LoRA runs ({', '.join(f'{r.name}: r={r.r} on {r.targets}' for r in runs)}; A drawn "
           f"from seeds {runs[0].init_seed}..{runs[-1].init_seed}) into {out}/")
     metrics = []
     for sweep_run in runs:
-        one = copy.copy(args)
-        one.mode, one.lora_r, one.lora_targets = "lora", sweep_run.r, sweep_run.targets
-        one.lora_init_seed = sweep_run.init_seed
-        one.output_dir = str(out / sweep_run.name)
-        metrics.append(train(one))
-    analysed = analysis_pair(runs) if args.ranks else runs
+        lora = replace(base.lora, r=sweep_run.r, targets=tuple(sweep_run.targets.split(",")),
+                       init_seed=sweep_run.init_seed)
+        metrics.append(train(replace(base, lora=lora, output_dir=out / sweep_run.name)))
+    analysed = analysis_pair(list(runs)) if config.by_rank else runs
     analysis = analyse_folders(AnalyseConfig(adapters=tuple(out / r.name / "adapter" for r in analysed),
-                                             model=args.model, output_dir=out / "analysis",
-                                             random_init=args.random_init, seed=args.seed))
-    shared = {key: getattr(args, key) for key in ("model", "random_init", "data", "max_train_samples", "max_steps",
-                                                   "epochs", "batch_size", "lora_alpha", "seed")}
-    shared["lr"] = metrics[0]["lr"]  # the flag's value, or the default the runs chose
+                                             model=base.model, output_dir=out / "analysis",
+                                             random_init=base.random_init, seed=base.seed))
+    shared = {"model": base.model, "random_init": base.random_init, "data": base.data.source,
+              "max_train_samples": base.data.max_train_samples, "max_steps": base.train.max_steps,
+              "epochs": base.train.epochs, "batch_size": base.batch_size, "lora_alpha": base.lora.alpha,
+              "seed": base.seed, "lr": base.train.optim.lr}  # the flag's value, or the default the runs chose
     return write_sweep([(r.name, r.r, r.targets, m) for r, m in zip(runs, metrics)], out, analysis, shared)

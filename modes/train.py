@@ -1,11 +1,10 @@
 """`python run.py --mode full|lora`: fine-tune FLAN-T5 on DialogSum's train split, validate, then evaluate.
 
-The wiring only; every bad flag is rejected (modes/config.py) before anything slow starts. Default learning rates
-follow the course's seeds: LoRA 1e-3; full 1e-4 for small models (d_model <= 512) and 1e-5 for base and larger.
-The model saved and evaluated is the one with the lowest validation loss (the Trainer's `load_best_model_at_end`).
-Full fine-tuning saves a `save_pretrained` folder, LoRA the adapter in peft's format.
-
-One process is the plain path: `ddp` is None. Under torchrun (WORLD_SIZE > 1) it is distributed.py's `Parallel`:
+`config_from_args` reads the flags once into a `TrainRun`, every check made and the learning rate and precision
+resolved, before anything slow starts; below it nothing sees the command line. Default learning rates follow the
+course's seeds: LoRA 1e-3; full 1e-4 for d_model <= 512, else 1e-5; below d_model 256 (models/baby-flan-t5) LoRA
+3e-3 and full 1e-3 (`default_lr`). The model saved and evaluated has the lowest validation loss (the Trainer's
+`load_best_model_at_end`): full fine-tuning saves it with `save_pretrained`, LoRA its adapter in peft's format. `processes` is loop.py's `OneProcess`, or under torchrun distributed.py's `Parallel`:
 each process trains on its share of every batch and summarises its share of the dialogues; rank 0 alone prepares
 the folder, prints and writes.
 """
@@ -13,21 +12,60 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, replace
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
 
-from eval.evaluate import finish_run, plot_loss_curve
-from modes.config import DataConfig, RunConfig, check_disk_space, prepare_folder, run_config
-from prompting.dialogsum import load_split
-from prompting.model import count_parameters, generate, load_model_and_tokenizer, mean_length, resolve_device
+from eval.evaluate import as_record, finish_run, plot_loss_curve
+from lora.layer import LoRAConfig
+from model.device import MemoryLedger, choose_precision, describe_machine, resolve_device
+from model.generate import GenerationConfig, generate, mean_length
+from model.load import count_parameters, is_local, load_model_and_tokenizer, model_width
+from prompting.dialogsum import DataConfig, load_split
 from prompting.prompts import build_prompts
 from train_loop import checkpoint as ckpt
 from train_loop.data import batches_by_epoch, check_batch_split
-from train_loop.loop import LOG_FILE, read_log, train
-from train_loop.memory import MemoryLedger
-from train_loop.precision import choose_precision, describe_machine
+from train_loop.loop import LOG_FILE, OneProcess, TrainConfig, read_log, train
+from train_loop.step import OptimConfig
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    """Everything a --mode full|lora run is told: metrics.json records all of it, the checkpoint's fingerprint all
+    but NOT_TRAINING, so a new flag lands in both without a line of its own."""
+    mode: str                        # full | lora
+    model: str                       # --model: hub id or folder
+    random_init: bool
+    seed: int                        # the random init, LoRA's A, the dropout masks
+    data: DataConfig
+    batch_size: int                  # over all processes: each of N takes batch_size / N
+    train: TrainConfig               # the optimiser, the steps, the precision (resolved for the device)
+    lr_default: bool                 # --lr left out: train.optim.lr is the mode's default for this model
+    lora: LoRAConfig | None          # None in --mode full
+    generation: GenerationConfig
+    use_stemmer: bool
+    merge: bool                      # also save the model with the adapter merged in
+    output_dir: Path
+    overwrite: bool
+    resume: bool
+    device: str                      # cpu | cuda (under torchrun each process takes cuda:LOCAL_RANK)
+    precision_reason: str
+    processes: int                   # torchrun's WORLD_SIZE
+    fsdp: bool
+    cpu_kernels: bool
+
+
+# What a resume may change: the evaluation, where results go, and words.
+NOT_TRAINING = ("data.split", "data.max_eval_samples", "generation.", "use_stemmer", "merge", "output_dir",
+                "overwrite", "resume", "device", "precision_reason", "lr_default", "train.save_every",
+                "train.progress_bar")
+
+
+def resume_fingerprint(config: TrainRun) -> dict:
+    """What a checkpoint must share with the run that resumes it: every setting but NOT_TRAINING, flat."""
+    return {k: v for k, v in ckpt.flat(as_record(config)).items() if not k.startswith(NOT_TRAINING)}
 
 
 def default_lr(mode: str, d_model: int) -> float:
@@ -38,6 +76,124 @@ def default_lr(mode: str, d_model: int) -> float:
     if d_model < 256:
         return 3e-3 if mode == "lora" else 1e-3
     return 1e-3 if mode == "lora" else (1e-4 if d_model <= 512 else 1e-5)
+
+
+def lora_config(args) -> LoRAConfig:
+    """A is drawn from --lora-init-seed, or from --seed when it is left out (a plain --mode lora run); --mode sweep
+    gives each of its runs a seed of its own (modes/sweep.py)."""
+    init_seed = args.lora_init_seed if args.lora_init_seed is not None else args.seed
+    return LoRAConfig(args.lora_targets, args.lora_r, args.lora_alpha, args.lora_dropout, args.rslora, init_seed)
+
+
+def data_config(args) -> DataConfig:
+    return DataConfig(args.data, args.split, args.seed, args.max_train_samples, args.max_val_samples,
+                      args.max_eval_samples, args.max_input_tokens, args.max_target_tokens)
+
+
+def train_config(args, lr: float, precision: str) -> TrainConfig:
+    optim = OptimConfig(lr=lr, weight_decay=args.weight_decay, betas=(args.adam_beta1, args.adam_beta2),
+                        eps=args.adam_eps, warmup_steps=args.warmup_steps, schedule=args.lr_schedule)
+    return TrainConfig(optim, args.epochs, args.max_steps, args.grad_accum, args.max_grad_norm, args.eval_every,
+                       args.save_every, precision)
+
+
+def config_from_args(args, mode: str | None = None, output_dir: Path | None = None) -> TrainRun:
+    """The run the flags describe (`mode` and `output_dir` given: one run of --mode compare or sweep)."""
+    mode = mode or args.mode
+    data, generation = data_config(args), GenerationConfig(args.max_new_tokens, args.num_beams)
+    lora = lora_config(args)  # checked in --mode full too: a bad flag is refused, whatever the mode
+    if args.merge and mode != "lora":
+        raise ValueError("--merge merges a LoRA adapter: use it with --mode lora")
+    if args.adapter:
+        raise ValueError("--adapter summarises with an adapter already trained: use it with --mode zero-shot "
+                         "(or one-shot / few-shot)")
+    processes = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's; checked before any process waits on another
+    check_batch_split(args.batch_size, processes)
+    device = resolve_device(args.device)
+    if args.fsdp and processes == 1:
+        raise ValueError("--fsdp shards the model over several processes: launch run.py with "
+                         "torchrun --nproc_per_node N (N >= 2)")
+    precision, precision_reason = choose_precision(args.precision, device)
+    # LoRA's default differs only below d_model 256 (a local folder such as models/baby-flan-t5): a hub id is not
+    # looked up for it, so --mode lora checks its flags and run folder before the hub is reached
+    width = model_width(args.model) if mode == "full" or is_local(args.model) else 512
+    lr = args.lr if args.lr is not None else default_lr(mode, width)
+    return TrainRun(mode, args.model, args.random_init, args.seed, data, args.batch_size,
+                    train_config(args, lr, precision), args.lr is None, lora if mode == "lora" else None, generation,
+                    args.stemmer, args.merge, Path(output_dir or args.output_dir or Path("runs") / mode),
+                    args.overwrite, args.resume, device.type, precision_reason, processes, args.fsdp, args.cpu_kernels)
+
+
+def run(config: TrainRun) -> dict:
+    """Train, evaluate and write the run folder; returns the metrics (on every process)."""
+    if config.processes == 1:
+        return train_and_evaluate(config, OneProcess(), torch.device(config.device))
+    from train_loop.distributed import on_every_process  # torchrun's N processes: only then
+
+    return on_every_process(partial(train_and_evaluate, config), torch.device(config.device), config.fsdp,
+                            config.output_dir)
+
+
+def build_model(config: TrainRun):
+    """(model, tokenizer): pretrained (or random with --random-init), with LoRA injected in --mode lora."""
+    model, tokenizer = load_model_and_tokenizer(config.model, config.random_init, config.seed)
+    torch.manual_seed(config.seed)  # full: the dropout masks start from --seed
+    if config.lora is not None:
+        from lora.layer import add_lora
+
+        add_lora(model, config.lora)  # reseeds with lora.init_seed: A the same in every process and on every resume
+    return model, tokenizer
+
+
+def train_and_evaluate(config: TrainRun, processes, device: torch.device) -> dict:
+    main, world, data = processes.main, processes.world_size, config.data
+    out = processes.run_on_main(lambda: ckpt.prepare_run_folder(
+        config.output_dir, config.overwrite, config.resume, config.mode, config.model, world, config.fsdp))
+    model, tokenizer = build_model(config)
+    if config.cpu_kernels and device.type == "cpu":
+        from train_loop.cpu_speed import speed_up_on_cpu
+
+        speed_up_on_cpu(model)
+    trainable, total = count_parameters(model)
+    processes.run_on_main(lambda: ckpt.check_disk_space(out, trainable, total, config.mode))
+    if main:
+        shares = f" on {world} processes ({config.batch_size // world} each)" if world > 1 else ""
+        print(f"{config.mode} fine-tuning of {config.model}: {trainable:,} of {total:,} parameters trainable; "
+              f"lr {config.train.optim.lr:g}{' (default)' if config.lr_default else ''}, batch "
+              f"{config.batch_size} x {config.train.grad_accum}{shares}{', FSDP' if config.fsdp else ''}, "
+              f"{device.type}; {config.precision_reason}; writing to {out}")
+    batches = {split: batches_by_epoch(examples_for(data, split, world), tokenizer, config.batch_size, data.seed,
+                                       data.max_input_tokens, data.max_label_tokens, processes.rank, world)
+               for split in ("train", "validation")}
+    if not processes.fsdp:  # on the device before the ledger reads it (FSDP moves only each process's shards)
+        model.to(device)
+    with MemoryLedger(model, device) as ledger:  # weights, gradients, optimiser state, the rest (model/device.py)
+        result = train(model, batches["train"], config.train, device, folder=out, val_batches=batches["validation"](0),
+                       resume=config.resume, fingerprint=resume_fingerprint(config), processes=processes)
+    if main:
+        plot_loss_curve(read_log(out / LOG_FILE), out / "loss_curve.png", title=f"{config.mode}: {config.model}")
+    p = result.progress
+    if result.interrupted:
+        if main:
+            print(f"stopped after step {p.step}; checkpoint {result.checkpoint}; --resume continues")
+        raise KeyboardInterrupt
+    if p.skipped_steps and main:
+        print(f"fp16: the GradScaler skipped {p.skipped_steps} of {p.step} steps (inf/NaN gradients); see "
+              f"train_log.jsonl")
+    if processes.fsdp:  # generation needs whole weights (sharding.py)
+        from train_loop.dist_checkpoint import unsharded
+
+        model = unsharded(model, lambda: build_model(config)[0].to(device))
+    processes.checkpoints.load_best(out, model)
+    artifact_bytes = processes.run_on_main(lambda: save_model(model, tokenizer, out, config))
+    results = {"machine": describe_machine(device), "steps": p.step,
+               "final_train_loss": p.losses[-1] if p.losses else None, "best_val_loss": p.best_val_loss,
+               "best_step": p.best_step,  # tokens/s over the whole training time, validation and checkpoints included:
+               "tokens_per_s": round(p.tokens / max(p.train_seconds, 1e-9), 1), "skipped_steps": p.skipped_steps,
+               "train_seconds": round(p.train_seconds, 1), "trainable_params": trainable, "total_params": total,
+               "peak_memory_mb": round(result.peak_memory_mb, 1), "memory_ledger": ledger.result(),
+               "artifact_bytes": artifact_bytes}
+    return evaluate(config, model, tokenizer, out, device, {**as_record(config), **results}, processes)
 
 
 def examples_for(data: DataConfig, split: str, processes: int) -> list:
@@ -52,164 +208,48 @@ def examples_for(data: DataConfig, split: str, processes: int) -> list:
     return examples
 
 
-def on_main(ddp, work):
-    """`work()` here, or under torchrun on rank 0 only, its result (or error) told to every process."""
-    return ddp.run_on_main(work) if ddp else work()
-
-
-def run(args) -> dict:
-    """Train, evaluate and write the run folder; returns the metrics (on every process)."""
-    c = run_config(args)
-    if args.merge and args.mode != "lora":
-        raise ValueError("--merge merges a LoRA adapter: use it with --mode lora")
-    if getattr(args, "adapter", None):
-        raise ValueError("--adapter summarises with an adapter already trained: use it with --mode zero-shot "
-                         "(or one-shot / few-shot)")
-    processes = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's; checked before any process waits on another
-    check_batch_split(args.batch_size, processes)
-    device = resolve_device(args.device)
-    if processes == 1:
-        if args.fsdp:
-            raise ValueError("--fsdp shards the model over several processes: launch run.py with "
-                             "torchrun --nproc_per_node N (N >= 2)")
-        return train_and_evaluate(args, c, None, device)
-
-    from train_loop import distributed
-
-    ddp, device = distributed.start(device, fsdp=args.fsdp)
-    try:
-        return train_and_evaluate(args, c, ddp, device)
-    except Exception as err:
-        if not distributed.lost_peer(err):
-            raise
-        raise distributed.peer_lost(err, ddp.world_size, ckpt.latest_checkpoint(c.out.folder) if ddp.main else None) from err
-    finally:
-        distributed.stop(ddp)
-
-
-def build_model(args, lora):
-    """(model, tokenizer): pretrained (or random with --random-init), with LoRA injected in --mode lora."""
-    model, tokenizer = load_model_and_tokenizer(args.model, args.random_init, args.seed)
-    torch.manual_seed(args.seed)  # full: the dropout masks start from --seed
-    if args.mode == "lora":
-        from lora.layer import add_lora
-
-        add_lora(model, lora)  # reseeds with lora.init_seed: A the same in every process and on every resume
-    return model, tokenizer
-
-
-def train_and_evaluate(args, c: RunConfig, ddp, device) -> dict:
-    main, world = (ddp.main, ddp.world_size) if ddp else (True, 1)
-    precision, precision_reason = choose_precision(args.precision, device)
-    out = on_main(ddp, lambda: prepare_folder(c.out.folder, args.mode, args.model, c.out.overwrite,
-                                              c.out.resume, world, args.fsdp))
-    model, tokenizer = build_model(args, c.lora)
-    if args.cpu_kernels and device.type == "cpu":
-        from train_loop.cpu_speed import speed_up_on_cpu
-
-        speed_up_on_cpu(model)
-    lr = args.lr or default_lr(args.mode, model.config.d_model)
-    config = replace(c.train, optim=replace(c.train.optim, lr=lr), precision=precision)
-    trainable, total = count_parameters(model)
-    on_main(ddp, lambda: check_disk_space(out, trainable, total, args.mode))
-    if main:
-        shares = f" on {world} processes ({args.batch_size // world} each)" if ddp else ""
-        print(f"{args.mode} fine-tuning of {args.model}: {trainable:,} of {total:,} parameters trainable; "
-              f"lr {lr:g}{'' if args.lr else ' (default)'}, batch {args.batch_size} x {args.grad_accum}"
-              f"{shares}{', FSDP' if args.fsdp else ''}, {device.type}; {precision_reason}; writing to {out}")
-
-    data, rank = c.data, ddp.rank if ddp else 0
-    batches = {split: batches_by_epoch(examples_for(data, split, world), tokenizer, args.batch_size, data.seed,
-                                       data.max_input_tokens, data.max_target_tokens, rank, world)
-               for split in ("train", "validation")}
-    # What a checkpoint must share with this run to be resumed by it (the loop adds steps, shapes, processes).
-    fingerprint = {"mode": args.mode, "model": args.model, "random_init": args.random_init, "data": data.source,
-                   "seed": data.seed, "samples": [data.max_train_samples, data.max_val_samples],
-                   "tokens": [data.max_input_tokens, data.max_target_tokens],
-                   "batch_size": args.batch_size, "precision": precision, "optim": asdict(config.optim),
-                   "epochs": config.epochs, "max_grad_norm": config.max_grad_norm,
-                   "lora": asdict(c.lora) if args.mode == "lora" else None}
-    if not (ddp and ddp.fsdp):  # on the device before the ledger reads it (FSDP moves only each process's shards)
-        model.to(device)
-    with MemoryLedger(model, device) as ledger:  # weights, gradients, optimiser state, the rest (memory.py)
-        result = train(model, batches["train"], config, device, folder=out, val_batches=batches["validation"](0),
-                       resume=c.out.resume, fingerprint=fingerprint, ddp=ddp)
-    memory = ledger.result()
-    if main:
-        plot_loss_curve(read_log(out / LOG_FILE), out / "loss_curve.png", title=f"{args.mode}: {args.model}")
-    if result.interrupted:
-        if main:
-            print(f"stopped after step {result.progress.step}; checkpoint {result.checkpoint}; --resume continues")
-        raise KeyboardInterrupt
-    if result.progress.skipped_steps and main:
-        print(f"fp16: the GradScaler skipped {result.progress.skipped_steps} of {result.progress.step} steps "
-              f"(inf/NaN gradients); see train_log.jsonl")
-    if ddp and ddp.fsdp:  # generation needs whole weights: a fresh, unsharded model with the trained ones (sharding.py)
-        from train_loop.dist_checkpoint import send_weights, trainable_weights
-
-        final = trainable_weights(model)
-        model = build_model(args, c.lora)[0].to(device)
-        send_weights(model, final)
-    (ddp.checkpoints if ddp else ckpt).load_best(out, model)
-    artifact_bytes = on_main(ddp, lambda: save_model(model, tokenizer, out, args.mode, args.model))
-    p = result.progress
-    info = {"mode": args.mode, "model": args.model, "random_init": args.random_init, "data": data.source,
-            "split": data.split, "device": device.type, "machine": describe_machine(device), "precision": precision,
-            "precision_reason": precision_reason, "lr": lr,
-            "batch_size": args.batch_size, "grad_accum": args.grad_accum, "processes": world, "fsdp": args.fsdp,
-            "steps": p.step, "final_train_loss": p.losses[-1] if p.losses else None, "best_val_loss": p.best_val_loss,
-            "best_step": p.best_step,  # tokens/s over the whole training time, validation and checkpoints included:
-            "tokens_per_s": round(p.tokens / max(p.train_seconds, 1e-9), 1), "skipped_steps": p.skipped_steps,
-            "train_seconds": round(p.train_seconds, 1), "trainable_params": trainable, "total_params": total,
-            "peak_memory_mb": round(result.peak_memory_mb, 1), "memory_ledger": memory, "artifact_bytes": artifact_bytes,
-            **({"lora": asdict(c.lora)} if args.mode == "lora" else {})}
-    return evaluate(args, c, model, tokenizer, out, device, info, ddp)
-
-
-def evaluate(args, c: RunConfig, model, tokenizer, out, device, info: dict, ddp) -> dict:
+def evaluate(config: TrainRun, model, tokenizer, out: Path, device, info: dict, processes) -> dict:
     """Summaries of the evaluation split by the best model, ROUGE, metrics.json. On N processes each summarises
     every N-th dialogue; rank 0 gathers them back in order and scores them all, as one process would."""
-    data, gen = c.data, c.gen
+    data = config.data
     examples = load_split(data.source, data.split, max_samples=data.max_eval_samples, seed=data.seed)
     # The zero-shot prompt the model was trained on, cut inside the template as in training (train_loop/data.py)
     prompts = build_prompts(examples, tokenizer, shots=0, seed=data.seed, max_tokens=data.max_input_tokens).prompts
     start = time.perf_counter()
-    mine = generate(model, tokenizer, ddp.share(prompts) if ddp else prompts,
-                    batch_size=gen.batch_size // (ddp.world_size if ddp else 1),
-                    max_new_tokens=gen.max_new_tokens, device=device, max_input_tokens=data.max_input_tokens,
-                    progress=ddp is None or ddp.main, precision=info["precision"], num_beams=gen.num_beams)
-    predictions = ddp.gather_shares(mine.texts) if ddp else mine.texts
-    lengths = ddp.gather_shares(mine.lengths) if ddp else mine.lengths
-    info["generate_seconds"] = round(time.perf_counter() - start, 1)
-    info["num_beams"], info["gen_len"] = gen.num_beams, mean_length(lengths)
+    mine = generate(model, tokenizer, processes.share(prompts), config.generation,
+                    config.batch_size // processes.world_size, device, data.max_input_tokens, config.train.precision,
+                    progress=processes.main)
+    lengths = processes.gather_shares(mine.lengths)
+    predictions = processes.gather_shares(mine.texts)
+    info.update(generation_seconds=round(time.perf_counter() - start, 1), gen_len=mean_length(lengths or []))
 
     def finish() -> dict:  # rank 0
-        if args.merge:
+        if config.merge:
             from lora.merge import unload_lora
 
             merged = unload_lora(model, merge=True)
             merged.save_pretrained(out / "merged_model")
             tokenizer.save_pretrained(out / "merged_model")
-        return finish_run(out, examples, prompts, predictions, info, use_stemmer=gen.use_stemmer)
-    return on_main(ddp, finish)
+        return finish_run(out, examples, prompts, predictions, info, use_stemmer=config.use_stemmer)
+    return processes.run_on_main(finish)
 
 
 def folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def save_model(model, tokenizer, out: Path, mode: str, base_model: str) -> int:
-    """Full: a `save_pretrained` folder transformers loads. LoRA: the adapter in peft's format, naming `base_model`.
-    Returns its bytes."""
-    if mode == "full":
+def save_model(model, tokenizer, out: Path, config: TrainRun) -> int:
+    """Full: a `save_pretrained` folder transformers loads. LoRA: the adapter in peft's format, naming the base
+    model. Returns its bytes."""
+    if config.mode == "full":
         model.save_pretrained(out / "model")
         tokenizer.save_pretrained(out / "model")
         return folder_bytes(out / "model")
     from lora.adapter_file import save_adapter
 
     # peft loads the base model from this name: a hub id as given, a local folder as an absolute path (a relative
-    # one would point elsewhere as soon as the adapter is loaded from another working directory)
-    local = Path(base_model).expanduser()
-    base = str(local.resolve()) if local.exists() else base_model
+    # one would point elsewhere from another working directory)
+    local = Path(config.model).expanduser()
+    base = str(local.resolve()) if local.exists() else config.model
     save_adapter(model, out / "adapter", base_model_name_or_path=base)
     return folder_bytes(out / "adapter")

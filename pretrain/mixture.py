@@ -34,7 +34,7 @@ def cut(ids: list[int], limit: int, eos_id: int) -> list[int]:
 
 
 def epoch_examples(texts: Sequence[Text], dialogue_ids: list[list[int]], tokenizer, seed: int, epoch: int,
-                   max_input_tokens: int, max_target_tokens: int) -> tuple[list[list[int]], list[list[int]]]:
+                   max_input_tokens: int, max_label_tokens: int) -> tuple[list[list[int]], list[list[int]]]:
     """(input ids, label ids) of one epoch: 2 examples per text, span corruption first."""
     rng = np.random.default_rng([seed, epoch])
     eos = tokenizer.eos_token_id
@@ -43,12 +43,12 @@ def epoch_examples(texts: Sequence[Text], dialogue_ids: list[list[int]], tokeniz
     prompts = tokenizer([q for q, _ in asked], verbose=False).input_ids
     answers = tokenizer([a for _, a in asked], verbose=False).input_ids
     inputs = [i for i, _ in pairs] + [cut(ids, max_input_tokens, eos) for ids in prompts]
-    labels = [t for _, t in pairs] + [cut(ids, max_target_tokens, eos) for ids in answers]
-    return inputs, [cut(ids, max_target_tokens, eos) for ids in labels]
+    labels = [t for _, t in pairs] + [cut(ids, max_label_tokens, eos) for ids in answers]
+    return inputs, [cut(ids, max_label_tokens, eos) for ids in labels]
 
 
 def pretraining_batches(texts: Sequence[Text], tokenizer, batch_size: int, seed: int, max_input_tokens: int = 512,
-                        max_target_tokens: int = 128) -> Callable[[int], list[dict]]:
+                        max_label_tokens: int = 128) -> Callable[[int], list[dict]]:
     """A function epoch -> collated batches of that epoch's examples: what `train_loop.loop.train` takes."""
     if not texts:
         raise ValueError("pretraining needs at least one train dialogue")
@@ -56,7 +56,7 @@ def pretraining_batches(texts: Sequence[Text], tokenizer, batch_size: int, seed:
 
     def batches_for_epoch(epoch: int) -> list[dict]:
         inputs, labels = epoch_examples(texts, dialogue_ids, tokenizer, seed, epoch, max_input_tokens,
-                                        max_target_tokens)
+                                        max_label_tokens)
         groups = length_grouped_batches([len(ids) for ids in inputs], batch_size, seed=seed, epoch=epoch)
         return [collate([inputs[i] for i in g], [labels[i] for i in g], pad_id=tokenizer.pad_token_id)
                 for g in groups]

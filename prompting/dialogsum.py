@@ -8,26 +8,46 @@ on how they store that (docs/NOTES.md, "DialogSum"):
 * the hub copy `knkarthick/dialogsum`: columns `id, dialogue, summary, topic`, and a test split of 1,500 rows,
   each dialogue repeated once per reference (rows 0-2 are the three references of `test_0`).
 
-Both become the same list of `Example`s: `group_references` folds consecutive rows that share a dialogue back into
-one example with all their references. The hub layout saved locally (`train.jsonl`, `test.csv`, ...) takes the
-same path as the hub itself.
+Both become the same list of `Example`s. The hub's layout, from the hub or saved locally (`train.jsonl`, `test.csv`,
+...), is prompting/hub_layout.py's, loaded only for it: it folds consecutive rows that share a dialogue back into
+one example with all their references.
 """
 from __future__ import annotations
 
-import csv
 import gzip
 import json
 import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
-from prompting.model import is_local
+from model.load import is_local
 
 SPLITS = ("train", "validation", "test")
 OFFICIAL_FILES = {"train": "dialogsum.train.jsonl", "validation": "dialogsum.dev.jsonl", "test": "dialogsum.test.jsonl"}
 HUB_SUFFIXES = (".jsonl", ".csv")  # the hub's layout saved locally: train.jsonl, validation.csv, ...
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dialogues a run reads and how many tokens of each (--data, --split, --seed, --max-*-samples,
+    --max-input-tokens, --max-target-tokens), checked when made."""
+    source: str = "knkarthick/dialogsum"  # hub id or local folder
+    split: str = "test"                   # the split to evaluate on
+    seed: int = 42                        # the train shuffle, the shots, the batches' order
+    max_train_samples: int | None = None
+    max_val_samples: int | None = None
+    max_eval_samples: int | None = None
+    max_input_tokens: int = 512           # the prompt's budget
+    max_label_tokens: int = 128           # the summary's budget when training (the labels)
+
+    def __post_init__(self):
+        for flag, value in (("--max-train-samples", self.max_train_samples), ("--max-val-samples", self.max_val_samples),
+                            ("--max-eval-samples", self.max_eval_samples), ("--max-input-tokens", self.max_input_tokens),
+                            ("--max-target-tokens", self.max_label_tokens)):
+            if value is not None and value < 1:
+                raise ValueError(f"{flag} {value}: must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -46,7 +66,12 @@ def load_split(source: str, split: str, max_samples: int | None = None, seed: in
         raise ValueError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
     if max_samples is not None and max_samples <= 0:
         raise ValueError(f"max_samples must be a positive number of dialogues, got {max_samples}")
-    examples = load_local(Path(source), split) if is_local(source) else load_hub(source, split)
+    if is_local(source):
+        examples = load_local(Path(source), split)
+    else:
+        from prompting.hub_layout import load_hub
+
+        examples = load_hub(source, split)
     if not examples:  # a zero-row hub split; an empty local file is caught in load_local, with its name
         raise ValueError(f"split {split!r} of {source} holds no dialogues; check --data")
     if max_samples is None or max_samples >= len(examples):
@@ -56,47 +81,6 @@ def load_split(source: str, split: str, max_samples: int | None = None, seed: in
     order = list(range(len(examples)))
     random.Random(seed).shuffle(order)
     return [examples[i] for i in sorted(order[:max_samples])]
-
-
-# ---- the hub -----------------------------------------------------------------------------------------------------
-
-def load_hub(name: str, split: str) -> list[Example]:
-    import datasets
-
-    try:
-        dataset = datasets.load_dataset(name, split=split)
-    except ConnectionError as err:  # offline: datasets raises ConnectionError ("Couldn't reach ... on the Hub")
-        raise ValueError(
-            f"cannot reach the Hugging Face hub for {name!r} (this machine is offline?); "
-            "pass a local folder with --data, such as --data data/dialogsum (DialogSum as this repository ships it)"
-        ) from err
-    except (OSError, ValueError) as err:  # unknown dataset, unknown split, ...
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"cannot load split {split!r} of {name!r} from the Hugging Face hub: {first_line}") from err
-    return group_references((f"{name}[{split}] row {i}", row) for i, row in enumerate(dataset))
-
-
-def group_references(rows: Iterable[tuple[str, dict]]) -> list[Example]:
-    """Fold consecutive rows with the same dialogue into one example with all their references. `rows` yields
-    (where, row), `where` naming the file and line for errors; the hub's `test_0_1..3` become `test_0`."""
-    examples: list[Example] = []
-    group_ids: list[list[str]] = []
-    for where, row in rows:
-        example = example_from_row(row, where)
-        if examples and examples[-1].dialogue == example.dialogue:
-            last = examples[-1]
-            examples[-1] = Example(last.id, last.dialogue, last.references + example.references, last.topic)
-            group_ids[-1].append(example.id)
-        else:
-            examples.append(example)
-            group_ids.append([example.id])
-    return [Example(shared_id(ids), ex.dialogue, ex.references, ex.topic) for ex, ids in zip(examples, group_ids)]
-
-
-def shared_id(ids: list[str]) -> str:
-    """`["test_0_1", "test_0_2", "test_0_3"]` -> `"test_0"`; one id, or ids without a common stem, keep the first."""
-    stems = {re.sub(r"_\d+$", "", i) for i in ids}
-    return stems.pop() if len(ids) > 1 and len(set(ids)) > 1 and len(stems) == 1 else ids[0]
 
 
 def example_from_row(row: dict, where: str) -> Example:
@@ -119,9 +103,13 @@ def example_from_row(row: dict, where: str) -> Example:
 
 def load_local(folder: Path, split: str) -> list[Example]:
     path = split_file(folder, split)
-    rows = read_jsonl(path) if ".jsonl" in path.suffixes else read_csv(path)
     try:
-        examples = group_references(rows)
+        if path.name.startswith(OFFICIAL_FILES[split]):  # one row per dialogue, all its summaries on it
+            examples = [example_from_row(row, where) for where, row in read_jsonl(path)]
+        else:  # the hub's layout saved locally: rows to fold into dialogues
+            from prompting.hub_layout import group_references, read_rows
+
+            examples = group_references(read_rows(path))
     except UnicodeDecodeError as err:  # the reader decodes in blocks: find the line from the byte offset
         raise ValueError(f"{path}:{bad_utf8_line(path)}: not valid UTF-8 text ({err.reason}, byte "
                          f"0x{err.object[err.start]:02x}); save the file as UTF-8") from err
@@ -174,20 +162,3 @@ def read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
             if not isinstance(row, dict):
                 raise ValueError(f"{path}:{number}: expected a JSON object with dialogue and summary fields")
             yield f"{path}:{number}", row
-
-
-def read_csv(path: Path) -> Iterator[tuple[str, dict]]:
-    """Rows of a CSV with a header; a dialogue spans several physical lines, so we report where its row starts."""
-    with open_text(path) as f:
-        reader = csv.DictReader(f)
-        start = 2  # line 1 is the header
-        try:
-            for row in reader:
-                where = f"{path}:{start}"
-                if None in row or None in row.values():
-                    raise ValueError(f"{where}: expected {len(reader.fieldnames)} fields "
-                                     f"({', '.join(reader.fieldnames)}), the row has a different number")
-                start = reader.line_num + 1
-                yield where, row
-        except csv.Error as err:
-            raise ValueError(f"{path}:{reader.line_num}: malformed CSV ({err})") from err

@@ -13,7 +13,7 @@ counted in `PromptStats`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
 from prompting.dialogsum import Example
@@ -29,20 +29,16 @@ class PromptStats:
     shots_used: int = 0  # over all prompts
     shots_dropped: int = 0
     shots_truncated: int = 0
-    targets_truncated: int = 0
+    dialogues_truncated: int = 0
     prompts_without_shots: int = 0  # shots were asked for, none fitted
     lengths: list[int] = field(default_factory=list)  # tokens per final prompt, </s> included
 
     def as_dict(self) -> dict:
+        """The counts, and the prompts' lengths as mean, 95th percentile (nearest rank) and maximum."""
         lengths = sorted(self.lengths) or [0]
-        return {
-            "prompts": len(self.lengths), "shots_requested": self.shots_requested, "shots_used": self.shots_used,
-            "shots_dropped": self.shots_dropped, "shots_truncated": self.shots_truncated,
-            "targets_truncated": self.targets_truncated, "prompts_without_shots": self.prompts_without_shots,
-            "prompt_tokens_mean": round(sum(lengths) / len(lengths), 1),
-            "prompt_tokens_p95": lengths[math.ceil(0.95 * len(lengths)) - 1],  # nearest rank
-            "prompt_tokens_max": lengths[-1],
-        }
+        return {"prompts": len(self.lengths), **{k: v for k, v in asdict(self).items() if k != "lengths"},
+                "prompt_tokens_mean": round(sum(lengths) / len(lengths), 1),
+                "prompt_tokens_p95": lengths[math.ceil(0.95 * len(lengths)) - 1], "prompt_tokens_max": lengths[-1]}
 
 
 @dataclass
@@ -75,9 +71,9 @@ class TokenBudget:
         return text if n_tokens >= len(offsets) else text[: offsets[n_tokens - 1][1]]
 
 
-def build_prompts(targets: Sequence[Example], tokenizer, shots: int = 0, train: Sequence[Example] | None = None,
+def build_prompts(examples: Sequence[Example], tokenizer, shots: int = 0, train: Sequence[Example] | None = None,
                   seed: int = 42, max_tokens: int = 512) -> PromptSet:
-    """Prompts for `targets`: the zero-shot template when `shots == 0`, else FLAN's template with `shots` examples
+    """Prompts for the dialogues of `examples`: the zero-shot template when `shots == 0`, else FLAN's template with `shots` examples
     drawn from `train` (shots.py)."""
     budget = TokenBudget(tokenizer, max_tokens)
     stats = PromptStats(shots_requested=shots)
@@ -86,25 +82,25 @@ def build_prompts(targets: Sequence[Example], tokenizer, shots: int = 0, train: 
     if shots:
         from prompting.shots import check_shots, few_shot_prompt  # only the prompting modes draw shots
 
-        train = check_shots(targets, train, shots)
+        train = check_shots(examples, train, shots)
     prompts, shot_ids = [], []
-    for target in targets:
+    for example in examples:
         if shots:
-            prompt, kept = few_shot_prompt(target, train, shots, seed, budget, stats)
+            prompt, kept = few_shot_prompt(example, train, shots, seed, budget, stats)
         else:
-            prompt, kept = fit_target(target.dialogue, zero_shot_prompt, budget, stats), ()
+            prompt, kept = fit_dialogue(example.dialogue, zero_shot_prompt, budget, stats), ()
         prompts.append(prompt)
         shot_ids.append(kept)
         stats.lengths.append(budget.count(prompt))
     return PromptSet(prompts, shot_ids, stats)
 
 
-def fit_target(dialogue: str, template: Callable[[str], str], budget: TokenBudget, stats: PromptStats) -> str:
+def fit_dialogue(dialogue: str, template: Callable[[str], str], budget: TokenBudget, stats: PromptStats) -> str:
     """The prompt `template(dialogue)`, the dialogue cut inside the template only when the prompt does not fit."""
     over = budget.count(template(dialogue)) - budget.max_tokens
     if over <= 0:
         return template(dialogue)
-    stats.targets_truncated += 1
+    stats.dialogues_truncated += 1
     length = budget.count_bare(dialogue)
     while over > 0:
         if length - over <= 0:

@@ -56,4 +56,4 @@ for command in json.loads(Path(sys.argv[1]).read_text()):
     code = run.main(command["argv"])
     if code and not (code == 130 and "interrupt_in_step" in command):
         sys.exit(code)
-leave(distributed.Parallel(world_size=int(os.environ["WORLD_SIZE"])))
+leave(distributed.Parallel(RANK, int(os.environ["WORLD_SIZE"])))

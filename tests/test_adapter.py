@@ -11,7 +11,7 @@ import run
 from lora.adapter_file import save_adapter
 from lora.layer import LoRAConfig, add_lora, lora_layers
 from prompting.adapter import apply_adapter
-from prompting.model import build_from_config
+from model.load import build_from_config
 from tests.conftest import DATA_DIR, SMALL_DIR, tiny_t5_config
 
 # flan-t5-small's architecture with random weights, a few dialogues, short summaries: seconds, not minutes.
@@ -47,7 +47,7 @@ def test_zero_shot_with_the_saved_adapter_writes_the_training_runs_predictions(t
     assert metrics["adapter"] == str(lora_run / "adapter") and metrics["adapter_r"] == 4
     for folder in (lora_run, reused):
         recorded = json.loads((folder / "metrics.json").read_text())
-        assert recorded["num_beams"] == 1 and 0 < recorded["gen_len"] <= 12 + 1  # + </s>
+        assert recorded["generation"]["num_beams"] == 1 and 0 < recorded["gen_len"] <= 12 + 1  # + </s>
 
 
 def test_an_adapter_peft_saved_loads_and_merges_to_peft_s_model(tmp_path):

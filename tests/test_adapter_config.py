@@ -9,8 +9,8 @@ import run
 from lora.layer import LoRAConfig, add_lora, lora_layers
 from tests.conftest import DATA_DIR, SMALL_DIR
 from tests.train_helpers import tiny_model
+from modes.train import config_from_args, save_model
 from train_loop.cpu_speed import use_cpu_kernels
-from modes.train import save_model
 
 
 def test_a_cpu_lora_run_saves_the_flags_it_trained_with(tmp_path, monkeypatch, capsys):
@@ -31,7 +31,7 @@ def test_a_cpu_lora_run_saves_the_flags_it_trained_with(tmp_path, monkeypatch, c
     assert config["target_modules"] == ["k", "q", "v"]
     assert config["base_model_name_or_path"] == str(SMALL_DIR.resolve())  # absolute, not "flan-t5-small"
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["precision"] == "fp32" and metrics["precision_reason"] == reason
+    assert metrics["train"]["precision"] == "fp32" and metrics["precision_reason"] == reason
     assert metrics["machine"].startswith("CPU ")
 
 
@@ -40,7 +40,8 @@ def test_the_dropout_survives_the_cpu_swap_and_a_hub_id_is_kept_as_given(tmp_pat
     add_lora(model, LoRAConfig(targets=("q", "v"), r=2, alpha=4, dropout=0.05))
     assert use_cpu_kernels(model, torch.device("cpu"))["dropout"] > 0
     assert not any(isinstance(layer.dropout, torch.nn.Dropout) for _, layer in lora_layers(model))  # swapped
-    save_model(model, None, tmp_path, mode="lora", base_model="google/flan-t5-small")
+    config = config_from_args(run.build_parser().parse_args(["--mode", "lora", "--model", "google/flan-t5-small"]))
+    save_model(model, None, tmp_path, config)
     config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert config["lora_dropout"] == 0.05
     assert config["base_model_name_or_path"] == "google/flan-t5-small"

@@ -12,7 +12,7 @@ import run
 from lora.budget import equal_budget_ranks
 from lora.adapter_file import save_adapter
 from lora.layer import LoRAConfig, add_lora, lora_layers
-from prompting.model import build_from_config, build_random_init
+from model.load import build_from_config, build_random_init
 from tests.conftest import DATA_DIR, SMALL_DIR, tiny_t5_config
 from tests.test_run_training import narrow_model_dir, small_run  # noqa: F401 (fixture)
 
@@ -181,12 +181,11 @@ def test_the_initial_A_is_drawn_again_exactly_as_training_drew_it(tiny_dir):
 
     from lora.factors import AdapterFactors
     from modes.analyse import initial_A
-    from modes.config import lora_config
-    from modes.train import build_model
+    from modes.train import build_model, config_from_args
 
     args = run.build_parser().parse_args(["--mode", "lora", "--model", str(tiny_dir), "--random-init", "--seed",
                                           str(SEED), "--lora-r", "4", "--lora-init-seed", "7"])
-    model, _ = build_model(args, lora_config(args))
+    model, _ = build_model(config_from_args(args))
     layers = {name: (layer.lora_A.detach(), layer.lora_B.detach()) for name, layer in lora_layers(model)}
     adapter = AdapterFactors(Path("run/adapter"), {"r": 4, "lora_alpha": 32, "target_modules": ["q", "v"]}, 1.0, layers)
     base = build_random_init(tiny_dir, seed=SEED)

@@ -14,7 +14,7 @@ import torch
 import run
 from bench.pin_summaries import COUNT, MODEL, PINNED, summaries
 from prompting.dialogsum import load_split
-from prompting.model import load_model_and_tokenizer
+from model.load import load_model_and_tokenizer
 from train_loop.data import batches_by_epoch
 from train_loop.loop import validation_loss
 

@@ -20,19 +20,19 @@ def train_encoded(tokenizer):
 
 def test_full_train_truncation_counts_match_the_known_figures(tokenizer, train_encoded):
     assert len(train_encoded) == 12_460
-    assert train_encoded.truncated_inputs == 260  # 260 dialogues exceed 512 with the prompt
+    assert train_encoded.truncated_dialogues == 260  # 260 dialogues exceed 512 with the prompt
     assert max(train_encoded.input_lengths) == 512 and max(train_encoded.label_lengths) == 128
     at_cap = [i for i, n in enumerate(train_encoded.label_lengths) if n == 128]
     summaries = [ex.references[0] for ex in load_split(str(DATA_DIR), "train")]
     raw = [len(tokenizer(summaries[i]).input_ids) for i in at_cap]
-    assert 0 < train_encoded.truncated_targets == sum(n > 128 for n in raw)
+    assert 0 < train_encoded.truncated_summaries == sum(n > 128 for n in raw)
 
 
 def test_truncation_keeps_the_question_and_eos_and_is_counted(tokenizer):
     examples = [Example(f"e{i}", " ".join(["apple"] * n), (" ".join(["pear"] * m),), "")
                 for i, (n, m) in enumerate([(10, 5), (200, 5), (30, 90), (300, 300)])]
-    enc = encode_for_training(examples, tokenizer, max_input_tokens=64, max_target_tokens=32)
-    assert (enc.truncated_inputs, enc.truncated_targets) == (2, 2)
+    enc = encode_for_training(examples, tokenizer, max_input_tokens=64, max_label_tokens=32)
+    assert (enc.truncated_dialogues, enc.truncated_summaries) == (2, 2)
     assert max(enc.input_lengths) <= 64 and max(enc.label_lengths) == 32
     summary_ids = tokenizer("Summary:", add_special_tokens=False).input_ids
     for ids in enc.input_ids:  # the prompt's end survives: "... Summary: </s>"

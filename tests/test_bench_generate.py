@@ -5,7 +5,7 @@ import torch
 from transformers import AutoTokenizer
 
 from bench import generate_sides as sides
-from prompting.model import build_from_config
+from model.load import build_from_config
 from tests.conftest import SMALL_DIR, tiny_t5_config
 
 PROMPTS = ["Summarize the following conversation.\n\n#Person1#: Lunch at noon?\n#Person2#: Sure.\n\nSummary: ",

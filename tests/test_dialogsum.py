@@ -5,7 +5,8 @@ import json
 import pytest
 from datasets import Dataset
 
-from prompting.dialogsum import Example, group_references, load_split, open_text, split_file
+from prompting.dialogsum import Example, load_split, open_text, split_file
+from prompting.hub_layout import group_references
 from tests.conftest import DATA_DIR
 
 

@@ -172,7 +172,12 @@ def test_bad_settings_for_several_processes_are_refused_before_any_process_waits
 
 
 def test_a_single_process_is_its_own_share_and_sum():
-    single = Parallel()
+    from train_loop.loop import OneProcess
+
+    single = OneProcess()
     assert single.share([1, 2, 3]) == [1, 2, 3] and single.gather_shares([1, 2, 3]) == [1, 2, 3]
     assert single.total(7) == 7 and not single.any(False) and single.run_on_main(lambda: "rank 0") == "rank 0"
-    assert Parallel(rank=1, world_size=2).share([0, 1, 2, 3, 4]) == [1, 3]
+    assert (single.rank, single.world_size, single.main, single.max(2.5)) == (0, 1, True, 2.5)
+    two = Parallel(rank=1, world_size=2)
+    assert two.share([0, 1, 2, 3, 4]) == [1, 3]
+    assert set(dir(two)) >= {name for name in dir(single) if not name.startswith("_")}  # the same methods

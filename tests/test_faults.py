@@ -11,7 +11,7 @@ import run
 from tests.conftest import SMALL_DIR
 from tests.train_helpers import narrow_model, quick_config, random_batches, tiny_model
 from train_loop import checkpoint as ckpt
-from train_loop.checkpoint_check import damage, resumable_checkpoint
+from train_loop.resume import damage, resumable_checkpoint
 from train_loop.loop import train
 
 CPU = torch.device("cpu")
@@ -20,9 +20,9 @@ CPU = torch.device("cpu")
 @pytest.fixture(autouse=True)
 def offline(monkeypatch):
     """No machine of this project reaches the hub: answer at once instead of trying a connection."""
-    import prompting.model
+    import model.hub
 
-    monkeypatch.setattr(prompting.model, "hub_is_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(model.hub, "hub_is_reachable", lambda timeout=3.0: False)
 
 
 def fails(argv, capsys) -> str:
@@ -215,7 +215,7 @@ def test_a_broken_model_folder_is_named_not_blamed_on_the_hub(tmp_path, capsys, 
 
 
 def test_a_split_too_small_for_the_processes_names_the_flag(tmp_path):
-    from modes.config import DataConfig
+    from prompting.dialogsum import DataConfig
     from modes.train import examples_for
 
     data = DataConfig(str(data_folder(tmp_path)), seed=0, max_val_samples=1)

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from lora.adapter_file import load_adapter, save_adapter
 from lora.layer import LoRAConfig, add_lora, lora_layers
 from lora.merge import lora_parameters, merge_lora
-from prompting.model import build_from_config
+from model.load import build_from_config
 from tests.conftest import tiny_t5_config
 
 

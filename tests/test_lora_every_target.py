@@ -11,7 +11,7 @@ from peft import PeftModel
 from lora.adapter_file import load_adapter, save_adapter
 from lora.layer import LoRAConfig, LoRALinear, add_lora, find_targets, lora_layers
 from lora.merge import lora_parameters, merge_lora, unload_lora, unmerge_lora
-from prompting.model import build_from_config
+from model.load import build_from_config
 from tests.conftest import tiny_t5_config
 from tests.train_helpers import quick_config, random_batches
 from train_loop.loop import train
@@ -50,7 +50,7 @@ def _rel(a, b):
 
 
 # peft warns on lm_head that the config says tie_word_embeddings=True: transformers 5's T5Config always says so, while
-# the head is untied, as FLAN-T5's (prompting/model.py).
+# the head is untied, as FLAN-T5's (model/load.py).
 @pytest.mark.filterwarnings("ignore:Model has `tie_word_embeddings=True`")
 @pytest.mark.parametrize("feed_forward, target", CASES, ids=[f"{ff}-{name}" for ff, name in CASES])
 def test_every_offered_target_trains_generates_saves_loads_in_peft_and_merges(feed_forward, target, tmp_path):

@@ -8,7 +8,7 @@ from transformers import T5ForConditionalGeneration
 from lora.layer import LoRAConfig, add_lora, lora_layers
 from lora.merge import lora_parameters, merge_lora, parameter_report, unload_lora, unmerge_lora
 from lora.layer import LoRALinear
-from prompting.model import build_from_config, build_random_init, count_parameters
+from model.load import build_from_config, build_random_init, count_parameters
 from tests.conftest import BASE_DIR, SMALL_DIR, tiny_t5_config
 
 
@@ -173,7 +173,7 @@ def test_lora_has_one_set_of_defaults_and_one_target_parser():
     """run.py's --lora-* defaults are LoRAConfig's fields (the course's flan-t5-base seeds); "q, v,q" and ("q", "v")
     name the same targets."""
     import run
-    from modes.config import lora_config
+    from modes.train import lora_config
 
     args = run.build_parser().parse_args(["--mode", "lora"])
     assert lora_config(args) == LoRAConfig(init_seed=args.seed) == LoRAConfig(("q", "v"), 32, 32, 0.05, False, 42)

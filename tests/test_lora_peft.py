@@ -7,7 +7,7 @@ from peft import LoraConfig, get_peft_model
 
 from lora.layer import LoRAConfig, add_lora, lora_layers
 from lora.merge import lora_parameters
-from prompting.model import build_from_config, build_random_init
+from model.load import build_from_config, build_random_init
 from tests.conftest import SMALL_DIR, tiny_t5_config
 
 CASES = [(8, 16, False), (32, 32, True)]  # (r, alpha, use_rslora): the flan-t5-small seed and rsLoRA at the base seed's r

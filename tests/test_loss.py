@@ -8,12 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from lora.layer import LoRAConfig, add_lora
-from prompting.model import build_random_init
+from model.load import build_random_init
 from tests.conftest import SMALL_DIR
 from tests.train_helpers import quick_config, random_batches, tiny_model
 from train_loop.loop import train
 from train_loop.step import label_tokens, token_loss_sum
-from train_loop.precision import autocast
+from model.device import autocast
 
 CPU = torch.device("cpu")
 

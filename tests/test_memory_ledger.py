@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from lora.layer import LoRAConfig, add_lora
-from prompting.model import build_from_config
+from model.load import build_from_config
 from tests.conftest import tiny_t5_config
-from train_loop.memory import MemoryLedger
+from model.device import MemoryLedger
 
 
 def one_step(model, device=torch.device("cpu")):
@@ -72,7 +72,7 @@ def test_the_run_puts_the_weights_on_the_device_before_the_ledger_starts(tmp_pat
     import run
     from tests.conftest import DATA_DIR
     from tests.train_helpers import narrow_model
-    from train_loop.memory import weight_bytes
+    from model.device import weight_bytes
 
     class Started(Exception):
         pass

@@ -2,7 +2,7 @@
 import torch
 from transformers import T5ForConditionalGeneration
 
-from prompting.model import build_random_init, check_model_folder, count_parameters, load_pretrained
+from model.load import build_random_init, check_model_folder, count_parameters, load_pretrained
 from tests.conftest import BASE_DIR, SMALL_DIR
 
 

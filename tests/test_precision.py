@@ -1,4 +1,4 @@
-"""The precision rule (train_loop/precision.py) on every kind of hardware the project meets, faked through torch's
+"""The precision rule (model/device.py) on every kind of hardware the project meets, faked through torch's
 own capability queries, since no one machine has them all: 'auto' is bf16 only where bf16 is native, an explicit
 bf16 on a CPU that emulates it runs with a warning naming the slowdown, impossible choices raise naming the flag."""
 import logging
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from train_loop import precision as P
-from train_loop.precision import cpu_features, describe_machine
+from model import device as P
+from model.device import cpu_features, describe_machine
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -54,7 +54,7 @@ def test_explicit_bf16_runs_where_it_can_and_warns_where_it_is_emulated(hardware
         with pytest.raises(ValueError, match="--precision bf16: this GPU does not support bfloat16"):
             P.choose_precision("bf16", device)
         return
-    with caplog.at_level(logging.WARNING, logger="train_loop.precision"):
+    with caplog.at_level(logging.WARNING, logger="model.device"):
         precision, reason = P.choose_precision("bf16", device)
     assert precision == "bf16" and words in reason
     emulated = auto == "fp32"  # the CPU with AVX2 only
@@ -85,11 +85,11 @@ def test_the_native_cuda_query_does_not_count_emulation(monkeypatch):
     assert P.choose_precision("auto", CUDA)[0] == "fp32"
 
 
-def test_resolve_precision_is_the_same_rule(monkeypatch):
+def test_auto_on_a_cpu_without_native_bf16_is_fp32_without_a_warning(monkeypatch):
     fake(monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert P.resolve_precision("auto", CPU) == "fp32"
+        assert P.choose_precision("auto", CPU)[0] == "fp32"
 
 
 def test_the_machine_is_described_by_model_and_features(monkeypatch):

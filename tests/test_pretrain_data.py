@@ -10,7 +10,7 @@ from modes.pretrain import texts_of_train_split
 from pretrain.instructions import instruction, turns
 from pretrain.mixture import Text, epoch_examples, pretraining_batches
 from pretrain.span_corruption import FIRST_SENTINEL, corrupt, noise_mask, random_segmentation, restore
-from prompting.model import load_tokenizer
+from model.load import load_tokenizer
 from tests.conftest import SMALL_DIR
 from train_loop.data import IGNORE_INDEX
 
@@ -108,11 +108,11 @@ def test_each_epoch_has_two_examples_per_dialogue_new_spans_and_is_repeatable(to
     texts = [Text(f"#Person1#: Number {i} is here today.\n#Person2#: Good, {i} it is.", f"numbers {i}")
              for i in range(10)]
     ids = [x[:-1] for x in tokenizer([t.dialogue for t in texts]).input_ids]
-    first = epoch_examples(texts, ids, tokenizer, seed=3, epoch=0, max_input_tokens=512, max_target_tokens=128)
+    first = epoch_examples(texts, ids, tokenizer, seed=3, epoch=0, max_input_tokens=512, max_label_tokens=128)
     assert len(first[0]) == len(first[1]) == 20
     assert first == epoch_examples(texts, ids, tokenizer, 3, 0, 512, 128)  # a resumed run sees the same epoch
     assert first != epoch_examples(texts, ids, tokenizer, 3, 1, 512, 128)  # the next epoch draws anew
-    batches = pretraining_batches(texts, tokenizer, batch_size=4, seed=3, max_input_tokens=12, max_target_tokens=5)
+    batches = pretraining_batches(texts, tokenizer, batch_size=4, seed=3, max_input_tokens=12, max_label_tokens=5)
     for epoch in range(2):
         got = batches(epoch)
         assert len(got) == 5 and sum(len(b["input_ids"]) for b in got) == 20  # the same count every epoch

@@ -4,7 +4,7 @@ from transformers import AutoTokenizer
 
 from prompting.dialogsum import Example, load_split
 from prompting.prompts import build_prompts, zero_shot_prompt
-from prompting.shots import flan_dialogue_prompt, flan_target
+from prompting.shots import flan_dialogue_prompt, flan_query
 from tests.conftest import DATA_DIR, SMALL_DIR
 
 
@@ -44,10 +44,10 @@ def test_every_prompt_for_every_test_dialogue_fits_512_real_tokens(tokenizer, sp
     assert max(lengths) <= 512
     assert lengths == result.stats.lengths  # the reported statistics are the prompts' real lengths
     # The target is whole at the end of its prompt, unless it alone (in its template) exceeds the budget.
-    whole = [p.endswith(flan_target(ex.dialogue)) for p, ex in zip(result.prompts, test)]
-    alone = n_tokens(tokenizer, [flan_target(ex.dialogue) for ex in test])
+    whole = [p.endswith(flan_query(ex.dialogue)) for p, ex in zip(result.prompts, test)]
+    alone = n_tokens(tokenizer, [flan_query(ex.dialogue) for ex in test])
     assert all(w or a > 512 for w, a in zip(whole, alone))
-    assert whole.count(False) == result.stats.targets_truncated > 0
+    assert whole.count(False) == result.stats.dialogues_truncated > 0
     assert all(p.endswith("What was going on?\n") for p in result.prompts)
     stats = result.stats
     assert stats.shots_used + stats.shots_dropped == shots * len(test)
@@ -88,7 +88,7 @@ def test_shots_are_dropped_before_the_longest_is_cut_and_the_target_is_left_whol
     assert (result.stats.shots_dropped, result.stats.shots_truncated) == (1, 1)
     assert set(result.shot_ids[0]) == {"b", "c"} and words(150) not in result.prompts[0]
     prompt = result.prompts[0]
-    assert prompt.endswith(flan_target(target.dialogue)) and "summary b" in prompt and "summary c" in prompt
+    assert prompt.endswith(flan_query(target.dialogue)) and "summary b" in prompt and "summary c" in prompt
     assert n_tokens(tokenizer, [prompt])[0] <= 300
 
 
@@ -97,10 +97,10 @@ def test_a_target_too_long_alone_is_cut_inside_its_template(tokenizer):
     shot = Example("s", words(50), ("a shot",), "")
     result = build_prompts([target], tokenizer, shots=1, train=[shot])
     stats = result.stats
-    assert (stats.shots_dropped, stats.prompts_without_shots, stats.targets_truncated) == (1, 1, 1)
+    assert (stats.shots_dropped, stats.prompts_without_shots, stats.dialogues_truncated) == (1, 1, 1)
     assert result.prompts[0].endswith("\n\nWhat was going on?\n") and n_tokens(tokenizer, result.prompts) == [512]
     zero = build_prompts([target], tokenizer, shots=0)
-    assert zero.prompts[0].endswith("pear\n\nSummary: ") and zero.stats.targets_truncated == 1
+    assert zero.prompts[0].endswith("pear\n\nSummary: ") and zero.stats.dialogues_truncated == 1
     assert zero.stats.lengths == n_tokens(tokenizer, zero.prompts) == [512]
 
 

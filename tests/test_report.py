@@ -14,7 +14,7 @@ import pytest
 from matplotlib import image
 
 import run as cli
-from modes.compare import run as compare
+from modes.compare import config_from_args, run as compare
 from eval.evaluate import finish_run
 from eval.rouge import ROUGE_TYPES
 from tests.test_evaluate import Example  # stand-in for prompting.dialogsum.Example
@@ -69,7 +69,7 @@ def test_report_has_the_table_gains_side_by_side_and_chart(tmp_path, two_runs):
 
 
 def compare_runs(tmp_path, *folders):
-    return compare(Namespace(runs=[str(f) for f in folders], output_dir=str(tmp_path / "report")))
+    return compare(config_from_args(Namespace(runs=[str(f) for f in folders], output_dir=str(tmp_path / "report"))))
 
 
 def test_report_warns_when_runs_are_not_comparable(tmp_path):
@@ -110,11 +110,14 @@ def test_broken_metrics_name_the_file_and_the_problem(tmp_path, capsys, two_runs
 
 
 def stand_in_entry_point(calls):
-    """A stand-in for modes.prompt / modes.train: records its args, writes a run."""
-    def run(args):
-        calls.append((args.mode, args.output_dir, args.shots))
-        write_run(Path(args.output_dir), args.mode, ["Send memo.", "Station.", "Keys."], 1)
-    return types.SimpleNamespace(run=run)
+    """A stand-in for modes.prompt / modes.train: its config records what it was built from, its run writes a run."""
+    def config_from_args(args, mode, output_dir):
+        return types.SimpleNamespace(mode=mode, output_dir=output_dir, shots=args.shots if mode == args.mode else None)
+
+    def run(config):
+        calls.append((config.mode, str(config.output_dir), config.shots))
+        write_run(Path(config.output_dir), config.mode, ["Send memo.", "Station.", "Keys."], 1)
+    return types.SimpleNamespace(config_from_args=config_from_args, run=run)
 
 
 def test_the_study_runs_each_mode_into_its_own_folder_then_reports(tmp_path, monkeypatch):
@@ -122,7 +125,7 @@ def test_the_study_runs_each_mode_into_its_own_folder_then_reports(tmp_path, mon
     monkeypatch.setitem(sys.modules, "modes.prompt", stand_in_entry_point(calls))
     monkeypatch.setitem(sys.modules, "modes.train", stand_in_entry_point(calls))
     args = cli.build_parser().parse_args(["--mode", "compare", "--output-dir", str(tmp_path), "--shots", "3"])
-    report = compare(args).read_text()
+    report = compare(config_from_args(args)).read_text()
     assert calls == [(mode, str(tmp_path / mode), None) for mode in ("zero-shot", "full", "lora")]
     assert args.mode == "compare" and args.output_dir == str(tmp_path) and args.shots == 3  # a copy was changed
     assert all(f"| {mode} | flan-t5-small |" in report for mode in ("zero-shot", "full", "lora"))
@@ -134,6 +137,6 @@ def test_report_shows_the_course_style_scores_and_the_share_of_degenerate_summar
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["degenerate_share"] == pytest.approx(1 / 3, abs=1e-4)
     assert metrics["course_style"]["rows"] == 6  # two human summaries per dialogue, each its own row
-    text = compare(Namespace(runs=[folder], output_dir=str(tmp_path / "report"))).read_text()
+    text = compare(config_from_args(Namespace(runs=[str(folder)], output_dir=str(tmp_path / "report")))).read_text()
     row = next(line for line in text.splitlines() if line.startswith("| full | 6 |"))
     assert f"{100 * metrics['course_style']['rouge1']:.2f}" in row and row.endswith("| 33% |")

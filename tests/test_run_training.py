@@ -38,7 +38,8 @@ def fails(argv, capsys) -> str:
     (["--device", "cpu", "--precision", "fp16"], "fp16 needs a CUDA GPU"),
 ])
 def test_impossible_flags_give_one_line_and_exit_code_2(flags, message, tmp_path, capsys):
-    line = fails(["--mode", "full", "--output-dir", str(tmp_path / "out"), *flags], capsys)
+    # a local --model: --mode full's default learning rate reads its config.json (d_model) when the run is built
+    line = fails(["--mode", "full", "--model", str(SMALL_DIR), "--output-dir", str(tmp_path / "out"), *flags], capsys)
     assert message in line
 
 
@@ -58,13 +59,14 @@ def test_resume_from_a_checkpoint_of_another_mode_is_refused(tmp_path, capsys):
 def test_a_folder_with_an_unfinished_run_is_not_overwritten(tmp_path, capsys):
     batches = random_batches(2)
     train(tiny_model(), lambda e: batches, quick_config(max_steps=1), torch.device("cpu"), folder=tmp_path)
-    line = fails(["--mode", "full", "--output-dir", str(tmp_path)], capsys)
+    line = fails(["--mode", "full", "--model", str(SMALL_DIR), "--output-dir", str(tmp_path)], capsys)
     assert "unfinished run" in line and "--resume" in line
 
 
 def test_output_dir_that_is_a_file_is_refused(tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
-    assert "is a file" in fails(["--mode", "full", "--output-dir", str(tmp_path / "afile")], capsys)
+    assert "is a file" in fails(["--mode", "full", "--model", str(SMALL_DIR), "--output-dir", str(tmp_path / "afile")],
+                                capsys)
 
 
 def test_too_little_disk_space_is_reported_before_training(tmp_path, capsys, monkeypatch, narrow_model_dir):
@@ -101,7 +103,7 @@ def test_full_run_saves_a_model_transformers_loads(tmp_path, narrow_model_dir, c
 
     out = tmp_path / "full"
     assert run.main(small_run("full", narrow_model_dir, out)) == 0
-    assert "lr 0.0001 (default)" in capsys.readouterr().out  # d_model 64 <= 512: the small-model default
+    assert "lr 0.001 (default)" in capsys.readouterr().out  # d_model 64 < 256: the baby-model default (default_lr)
     metrics = check_run_folder(out)
     assert metrics["trainable_params"] == metrics["total_params"]
     reloaded = AutoModelForSeq2SeqLM.from_pretrained(out / "model")
@@ -140,3 +142,24 @@ def test_ctrl_c_in_the_last_step_stops_before_evaluation_and_resume_evaluates(tm
     assert not (out / "metrics.json").exists()  # the summaries were not generated
     assert run.main(small_run("lora", narrow_model_dir, out, "--lora-r", "4", "--resume")) == 0
     check_run_folder(out)
+
+
+def test_metrics_and_the_resume_fingerprint_hold_every_setting_of_the_run():
+    """Both are derived from the run's dataclasses: a new setting lands in metrics.json and, unless NOT_TRAINING
+    says it cannot change training, in the fingerprint a --resume must match (no list of fields by hand)."""
+    from dataclasses import fields, is_dataclass
+
+    from eval.evaluate import as_record
+    from modes.train import NOT_TRAINING, config_from_args, resume_fingerprint
+    from train_loop.checkpoint import flat
+
+    def settings(config, prefix=""):
+        for f in fields(config):
+            value = getattr(config, f.name)
+            yield from settings(value, f"{prefix}{f.name}.") if is_dataclass(value) else [prefix + f.name]
+    config = config_from_args(run.build_parser().parse_args(["--mode", "lora", "--device", "cpu"]))
+    every = set(settings(config))
+    assert set(flat(as_record(config))) == every  # metrics.json's part before the results
+    assert set(resume_fingerprint(config)) == {name for name in every if not name.startswith(NOT_TRAINING)}
+    assert all(any(name.startswith(left_out) for name in every) for left_out in NOT_TRAINING)  # none stale
+    assert {"train.optim.lr", "lora.r", "data.max_train_samples", "seed", "cpu_kernels"} <= set(resume_fingerprint(config))

@@ -10,7 +10,7 @@ import json
 import torch
 from transformers import T5Config
 
-from prompting.model import build_from_config, load_tokenizer
+from model.load import build_from_config, load_tokenizer
 from prompting.dialogsum import open_text
 from tests.conftest import DATA_DIR, SMALL_DIR
 from train_loop.loop import TrainConfig, train, validation_loss

@@ -10,7 +10,7 @@ from tests.train_helpers import quick_config, random_batches, tiny_model
 from train_loop import checkpoint as ckpt
 from train_loop.loop import LOG_FILE, NonFiniteLoss, TrainConfig, read_log, train
 from train_loop.step import OptimConfig, build_optimizer, build_scheduler, decays
-from train_loop.precision import resolve_precision
+from model.device import choose_precision
 
 CPU = torch.device("cpu")
 
@@ -125,13 +125,13 @@ def test_impossible_settings_are_refused_with_the_flag_named(monkeypatch):
     with pytest.raises(ValueError, match="--max-steps 0"):
         TrainConfig(optim=OptimConfig(lr=1e-3), max_steps=0)
     with pytest.raises(ValueError, match="fp16 needs a CUDA GPU"):
-        resolve_precision("fp16", CPU)
+        choose_precision("fp16", CPU)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)  # a CPU with native bf16 (fake)
-    assert resolve_precision("auto", CPU) == "bf16"
+    assert choose_precision("auto", CPU)[0] == "bf16"
 
 
 def test_bf16_on_a_gpu_without_it_is_refused(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     with pytest.raises(ValueError, match="does not support bfloat16"):
-        resolve_precision("bf16", torch.device("cuda"))
-    assert resolve_precision("auto", torch.device("cuda")) == "fp32"
+        choose_precision("bf16", torch.device("cuda"))
+    assert choose_precision("auto", torch.device("cuda"))[0] == "fp32"

@@ -14,6 +14,7 @@ import torch
 from tests.train_helpers import quick_config, random_batches, tiny_model
 from train_loop import checkpoint as ckpt
 from train_loop.loop import LOG_FILE, read_log, train
+from train_loop.resume import set_rng_state
 
 CPU = torch.device("cpu")
 REPO = Path(__file__).resolve().parents[1]
@@ -170,7 +171,7 @@ def test_each_process_saves_and_restores_only_its_own_gpus_rng_so_fewer_gpus_can
     saving = FakeCuda(monkeypatch, count=4, current=1)  # rank 1 of a run on 4 GPUs
     ckpt.save_atomic(ckpt.rng_state(), tmp_path / "rng.pt")
     resuming = FakeCuda(monkeypatch, count=2, current=1)  # rank 1 of the resume on 2 GPUs
-    ckpt.set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
     assert list(resuming.set_on) == [1] and torch.equal(resuming.set_on[1], saving.states[1])
 
 
@@ -178,10 +179,10 @@ def test_an_older_checkpoint_with_every_gpus_rng_restores_this_processs_entry(mo
     cpu_state = {"python": random.getstate(), "torch": torch.get_rng_state()}
     written_by = [torch.full((8,), i, dtype=torch.uint8) for i in range(4)]  # get_rng_state_all() on 4 GPUs
     resuming = FakeCuda(monkeypatch, count=2, current=1)
-    ckpt.set_rng_state({**cpu_state, "cuda": written_by})
+    set_rng_state({**cpu_state, "cuda": written_by})
     assert list(resuming.set_on) == [1] and torch.equal(resuming.set_on[1], written_by[1])
     resuming.set_on.clear()
-    ckpt.set_rng_state({**cpu_state, "cuda": []})  # written on a machine without CUDA: nothing to restore
+    set_rng_state({**cpu_state, "cuda": []})  # written on a machine without CUDA: nothing to restore
     assert resuming.set_on == {}
 
 

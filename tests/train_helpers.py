@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from prompting.model import build_from_config
+from model.load import build_from_config
 from tests.conftest import SMALL_DIR, tiny_t5_config
 from train_loop.loop import TrainConfig
 from train_loop.step import OptimConfig

@@ -1,16 +1,16 @@
-"""The training state on disk: written atomically, found again after a crash, refused when it belongs to another run.
+"""The training state on disk: written atomically, found again after a crash, refused when it belongs to another run;
+and the run folder it lives in, prepared before training starts.
 
 A checkpoint, `checkpoints/step-00000040.pt`, holds everything the next optimiser step depends on: the trainable
-weights (only LoRA's A and B in LoRA mode: the frozen base is rebuilt from `--model`/`--seed`), the AdamW moments,
-the scheduler's step, the GradScaler's scale, the RNG states (so dropout masks after a resume are the ones the
-uninterrupted run would have drawn), the position in the data, the history, and a fingerprint of the run checked on
-resume.
+weights (in LoRA mode only A and B: the frozen base is rebuilt from `--model`/`--seed`), the AdamW moments, the
+scheduler's step, the GradScaler's scale, the RNG states (a resume draws the dropout masks the uninterrupted run
+would have), the position in the data, the history, and the run's fingerprint (flat keys, "train.optim.lr": a
+mismatch names the setting).
 
 Atomic: written as `*.pt.tmp`, fsynced, then renamed over its name with `os.replace` (atomic in POSIX): a process
-killed mid-write leaves at worst a `.tmp` that `latest_checkpoint` ignores. The two newest are kept, so a damaged
-newest one still leaves one to resume from; each has a sidecar `step-00000040.pt.sha256` in `sha256sum`'s format,
-written before the rename, which checkpoint_check.py uses on --resume. Several processes write the same file through
-dist_checkpoint.py.
+killed mid-write leaves at worst a `.tmp` that `latest_checkpoint` ignores. The two newest are kept, each with a
+sidecar `step-00000040.pt.sha256` in `sha256sum`'s format, written before the rename, that resume.py
+checks on --resume. Several processes write the same file through dist_checkpoint.py.
 """
 from __future__ import annotations
 
@@ -18,10 +18,13 @@ import hashlib
 import os
 import random
 import re
+import shutil
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from eval.evaluate import prepare_output_dir
 
 CHECKPOINT_DIR = "checkpoints"
 BEST_FILE = "best.pt"
@@ -85,20 +88,6 @@ def rng_state() -> dict:
     return {"python": random.getstate(), "torch": torch.get_rng_state(), "cuda": cuda}
 
 
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    torch.set_rng_state(state["torch"])
-    cuda = state["cuda"]
-    if cuda is None or not torch.cuda.is_available():
-        return
-    device = torch.cuda.current_device()
-    if isinstance(cuda, (list, tuple)):  # an older checkpoint: every visible device's state; ours is entry `device`
-        if device >= len(cuda):
-            return
-        cuda = cuda[device]
-    torch.cuda.set_rng_state(cuda, device)
-
-
 def checkpoint_path(folder: Path, step: int) -> Path:
     return folder / CHECKPOINT_DIR / f"step-{step:08d}.pt"
 
@@ -111,15 +100,9 @@ def latest_checkpoint(folder: Path) -> Path | None:
 
 def save_checkpoint(folder: Path, model, optimizer, scheduler, scaler, progress: dict, fingerprint: dict) -> Path:
     """Write the state after optimiser step `progress['step']`, then delete the older checkpoints."""
-    return write_checkpoint(folder, {
-        "weights": trainable_state(model),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),
-        "rng": rng_state(),
-        "progress": progress,
-        "fingerprint": fingerprint,
-    })
+    return write_checkpoint(folder, {"weights": trainable_state(model), "optimizer": optimizer.state_dict(),
+                                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                                     "rng": rng_state(), "progress": progress, "fingerprint": fingerprint})
 
 
 def write_checkpoint(folder: Path, state: dict) -> Path:
@@ -136,44 +119,19 @@ def write_checkpoint(folder: Path, state: dict) -> Path:
     return path
 
 
-def check_fingerprint(saved: dict, current: dict, path: Path) -> None:
-    """Refuse a checkpoint written by a run with another model, mode or data: resuming it would be silently wrong."""
-    differ = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-    if differ:
-        details = "; ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}" for k in differ[:3])
-        raise ValueError(f"--resume: checkpoint {path} belongs to another run ({details}); "
-                         f"pass the same flags, or another --output-dir to start afresh")
-
-
-def read_fingerprint(path: Path) -> dict:
-    """The fingerprint alone (memory-mapped: a multi-GB checkpoint is not read into memory for it)."""
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)["fingerprint"]
-
-
-def read_checkpoint(path: Path, fingerprint: dict) -> dict:
-    """The whole checkpoint, after checking that it belongs to this run."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError) as err:  # a damaged file (checkpoint_check.py finds these first)
-        raise ValueError(f"--resume: checkpoint {path} cannot be read ({first_line(err)}); "
-                         f"it is damaged") from err
-    check_fingerprint(state["fingerprint"], fingerprint, path)
-    return state
-
-
-def first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+def flat(record: dict, prefix: str = "") -> dict:
+    """{"train": {"optim": {"lr": 1e-3}}} -> {"train.optim.lr": 1e-3}: a fingerprint's keys, one per setting."""
+    items = {}
+    for key, value in record.items():
+        items.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return items
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler, scaler, fingerprint: dict) -> dict:
-    """Restore everything `save_checkpoint` wrote into the live objects; return the progress record."""
-    state = read_checkpoint(path, fingerprint)
-    load_trainable_state(model, state["weights"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    scaler.load_state_dict(state["scaler"])
-    set_rng_state(state["rng"])
-    return state["progress"]
+    """Restore everything `save_checkpoint` wrote into the live objects; return the progress record (resume.py)."""
+    from train_loop.resume import load_checkpoint as load  # only --resume reads a checkpoint back
+
+    return load(path, model, optimizer, scheduler, scaler, fingerprint)
 
 
 def save_best(folder: Path, model) -> None:
@@ -196,3 +154,32 @@ def load_best(folder: Path, model) -> bool:
         return False
     load_trainable_state(model, torch.load(path, map_location="cpu", weights_only=True))
     return True
+
+
+# ---- the run folder ----------------------------------------------------------------------------------------------
+
+def prepare_run_folder(folder: Path, overwrite: bool, resume: bool, mode: str, model: str, processes: int = 1,
+                       fsdp: bool = False) -> Path:
+    """The folder of a training run: another run's results or an unfinished run's checkpoints are not written over
+    without --overwrite; --resume needs a checkpoint of this run (resume.py)."""
+    out = prepare_output_dir(folder, overwrite=overwrite, resume=resume)
+    if resume:
+        from train_loop.resume import check_resumable
+
+        check_resumable(out, mode, model, processes, fsdp)
+    elif latest_checkpoint(out) is not None:
+        if not overwrite:
+            raise ValueError(f"--output-dir {out} holds checkpoints of an unfinished run; pass --resume to "
+                             f"continue it or --overwrite to start over")
+        shutil.rmtree(out / CHECKPOINT_DIR)
+    return out
+
+
+def check_disk_space(out: Path, trainable: int, total: int, mode: str) -> None:
+    """Fail before training, not at the first checkpoint: fp32 weights + two AdamW moments, three times (the two
+    kept checkpoints and the new one during a save), the best weights, and the final model (full) or adapter (LoRA)."""
+    need = 4 * (3 * trainable * (KEEP + 1) + trainable + (total if mode == "full" else trainable))
+    free = shutil.disk_usage(out).free
+    if free < need:
+        raise ValueError(f"--output-dir {out}: {free / 2**20:,.0f} MiB free, this run needs about "
+                         f"{need / 2**20:,.0f} MiB for checkpoints and the final model; free space or choose another folder")

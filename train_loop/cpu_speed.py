@@ -1,31 +1,28 @@
 """Faster T5 training on CPU: three kernel swaps and a memory setting, applied in one call, `speed_up_on_cpu`.
 
-An optional chapter: the loop is complete without it; run.py applies it under `--cpu-kernels` (on by default:
-1.25x for LoRA in fp32, bench/RESULTS.md) when training on a CPU. The swaps compute the same formulas, not the
-same bits: the dropout masks are other random numbers (another sample of the same training) and the fused GELU and
-eager attention round differently. Nothing a user keeps changes: weights, config, the adapter file (LoRA records
-`dropout_p`), checkpoints, outputs. On one CPU thread (`python bench/profile_train.py --variant sdpa`) the matrix
-products are only about a fifth of a step; most of the rest is element-wise passes over whole activation tensors.
+A layer around the loop, complete without it: modes/train.py and modes/pretrain.py apply it under `--cpu-kernels`
+(on by default: 1.25x for LoRA in fp32, bench/RESULTS.md) when training on a CPU, so a CPU run loads this file and
+a CUDA run does not. The swaps compute the same formulas, not the same bits: other dropout masks (another sample
+of the same training), other rounding in GELU and attention. Weights, config, adapter file (LoRA records
+`dropout_p`), checkpoints and outputs are unchanged. On one CPU thread (`python bench/profile_train.py --variant
+sdpa`) matrix products are about a fifth of a step; most of the rest is element-wise passes over activations.
 
-1. **Dropout** (Srivastava et al. 2014, "inverted"): y = x * m / (1 - p), m ~ Bernoulli(1 - p) per element,
-   dy/dx = m / (1 - p). torch's CPU dropout draws one 32-bit number per element from its Mersenne Twister
-   (`bernoulli_`), makes a float mask, divides, multiplies. `fast_dropout` takes two 32-bit numbers u from each
-   64-bit draw (1.2M elements: 2.6 ms against 7.0 ms, `python bench/bench_dropout.py`), keeps where u >= p * 2**32
-   (Bernoulli(1 - p) up to 2**-32), and keeps the mask m / (1 - p) in x's dtype for the backward. The numbers come
-   from torch's default generator: `torch.manual_seed` and a checkpoint's saved state repeat them.
-2. **Attention.** transformers' default, SDPA, has no fused CPU kernel for a learned position bias with dropout;
-   its "math" fallback adds a masked copy of the bias per layer and a NaN-safe softmax. `t5_attention` is
-   transformers' eager attention with `fast_dropout` on the weights.
-3. **GELU.** FLAN-T5's `gelu_new` is seven tensor operations, each a pass over (B, T, d_ff) kept for the
-   backward; `nn.GELU(approximate="tanh")` is the same formula (Hendrycks & Gimpel 2016) as one kernel.
-4. **Memory** (`keep_freed_memory`). glibc's malloc hands large blocks back to the kernel, and memory fresh from the
-   kernel costs a page fault per 4 KiB page on first touch. `mallopt` (man 3 mallopt) with M_MMAP_MAX 0 and a
-   1 GiB trim threshold keeps freed pages for the next step: 134,000-143,000 minor page faults per step instead of
-   333,000-343,000 (flan-t5-small, full, batch 8, `python bench/profile_train.py --mode full --steps 4 --rows 0
-   --keep-freed-memory on|off`), about the same peak. Linux with glibc only.
+1. **Dropout** (Srivastava et al. 2014, "inverted"): y = x * m / (1 - p), m ~ Bernoulli(1 - p), dy/dx = m / (1 - p).
+   torch's CPU dropout draws one 32-bit number per element (`bernoulli_`); `fast_dropout` takes two from each 64-bit
+   draw of torch's default generator (1.2M elements: 2.6 ms against 7.0 ms, `python bench/bench_dropout.py`), keeps
+   where u >= p * 2**32 and saves the mask m / (1 - p) in x's dtype for the backward. `torch.manual_seed` and a
+   checkpoint's saved state repeat it.
+2. **Attention.** SDPA has no fused CPU kernel for a learned position bias with dropout (its "math" fallback adds a
+   masked copy of the bias per layer); `t5_attention` is transformers' eager attention with `fast_dropout`.
+3. **GELU.** FLAN-T5's `gelu_new` is seven tensor operations over (B, T, d_ff); `nn.GELU(approximate="tanh")` is
+   the same formula (Hendrycks & Gimpel 2016) as one kernel.
+4. **Memory** (`keep_freed_memory`). glibc's malloc hands large blocks back to the kernel, and fresh pages cost a
+   fault per 4 KiB on first touch. `mallopt` (man 3 mallopt) with M_MMAP_MAX 0 and a 1 GiB trim threshold keeps
+   them: 134,000-143,000 minor faults per step instead of 333,000-343,000 (flan-t5-small, full, batch 8, `python
+   bench/profile_train.py --mode full --steps 4 --rows 0 --keep-freed-memory on|off`), about the same peak.
 
 tests/test_cpu_kernels.py pins the dropout formula, keep rate and gradient, and that a swapped model at dropout 0
-gives transformers' T5 loss, gradients (float64) and generated tokens. On CUDA nothing is swapped.
+gives transformers' T5 loss, gradients (float64) and generated tokens.
 """
 from __future__ import annotations
 
@@ -54,28 +51,14 @@ def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor
     return u >= round(p * 2**32) - 2**31                              # P(keep) = 1 - p (to 2**-32)
 
 
-class _Dropout(torch.autograd.Function):
-    """y = x * mask with mask = m / (1 - p) in x's dtype, kept for the backward: dy/dx = mask."""
-
-    @staticmethod
-    def forward(ctx, x, keep, scale):
-        mask = keep.to(x.dtype).mul_(scale)                           # (shape) 0 or 1 / (1 - p)
-        ctx.save_for_backward(mask)
-        return x * mask
-
-    @staticmethod
-    def backward(ctx, grad):
-        (mask,) = ctx.saved_tensors
-        return grad * mask, None, None
-
-
 def fast_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
-    """`torch.nn.functional.dropout(x, p, training)`, computed as the module docstring says."""
+    """`torch.nn.functional.dropout(x, p, training)`, computed as the module docstring says: y = x * mask with
+    mask = m / (1 - p) in x's dtype, which autograd keeps (and not x: the mask needs no gradient), dy/dx = mask."""
     if not training or p == 0.0:
         return x
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-    return _Dropout.apply(x, keep_mask(x.shape, p, x.device), 1.0 / (1.0 - p))
+    return x * keep_mask(x.shape, p, x.device).to(x.dtype).mul_(1.0 / (1.0 - p))  # (shape) 0 or 1 / (1 - p)
 
 
 class FastDropout(nn.Module):

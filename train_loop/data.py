@@ -1,9 +1,9 @@
 """Training data: dialogue/summary pairs as token ids, then batches of similar length padded only as far as needed.
 
 **Tokens.** The input is the zero-shot prompt (prompting/prompts.py), so the fine-tuned model is asked at test time
-what it learnt to answer; the target is the first human summary. 260 of the 12,460 training dialogues do not fit
+what it learnt to answer; the labels are the first human summary. 260 of the 12,460 training dialogues do not fit
 512 tokens; cutting the ids at 512, as the course notebook does, cuts off "Summary:" too, so the dialogue is cut
-inside the template instead (`fit_target`). A target longer than 128 tokens keeps its `</s>`.
+inside the template instead (`fit_dialogue`). A summary longer than 128 tokens keeps its `</s>`.
 
 **Batches.** Padding every example to 512 + 128 tokens, as the course notebook does, makes 58% of DialogSum train's
 tokens padding (tests/test_batching.py). So `collate` pads each batch to its own longest example (labels with
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from prompting.dialogsum import Example
-from prompting.prompts import PromptStats, TokenBudget, fit_target, zero_shot_prompt
+from prompting.prompts import PromptStats, TokenBudget, fit_dialogue, zero_shot_prompt
 
 IGNORE_INDEX = -100  # the label torch's cross-entropy (and transformers' T5) skips
 
@@ -30,8 +30,8 @@ IGNORE_INDEX = -100  # the label torch's cross-entropy (and transformers' T5) sk
 class EncodedData:
     input_ids: list[list[int]]  # one list per example, ends with </s>, no padding
     labels: list[list[int]]  # the summary's ids, ends with </s>, no padding
-    truncated_inputs: int  # examples whose dialogue was cut to fit max_input_tokens
-    truncated_targets: int  # examples whose summary was cut to max_target_tokens
+    truncated_dialogues: int  # examples whose dialogue was cut to fit max_input_tokens
+    truncated_summaries: int  # examples whose summary was cut to max_label_tokens
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -46,28 +46,30 @@ class EncodedData:
 
 
 def encode_for_training(examples: Sequence[Example], tokenizer, max_input_tokens: int = 512,
-                        max_target_tokens: int = 128) -> EncodedData:
+                        max_label_tokens: int = 128) -> EncodedData:
     """Tokenise (zero-shot prompt, first reference) pairs; count what had to be cut."""
-    if max_input_tokens <= 0 or max_target_tokens <= 1:
+    if max_input_tokens <= 0 or max_label_tokens <= 1:
         raise ValueError(f"token limits must leave room for text and </s>: got --max-input-tokens "
-                         f"{max_input_tokens}, --max-target-tokens {max_target_tokens}")
+                         f"{max_input_tokens}, --max-target-tokens {max_label_tokens}")
     # One batched call for all of them (the fast tokenizer runs the batch in Rust); refit only the few too long.
     input_ids = tokenizer([zero_shot_prompt(ex.dialogue) for ex in examples], verbose=False).input_ids
     budget, stats = TokenBudget(tokenizer, max_input_tokens), PromptStats()
     for i, ids in enumerate(input_ids):
         if len(ids) > max_input_tokens:
-            input_ids[i] = tokenizer(fit_target(examples[i].dialogue, zero_shot_prompt, budget, stats)).input_ids
+            input_ids[i] = tokenizer(fit_dialogue(examples[i].dialogue, zero_shot_prompt, budget, stats)).input_ids
     labels = tokenizer([ex.references[0] for ex in examples], verbose=False).input_ids
-    truncated_targets = 0
+    truncated_summaries = 0
     for i, ids in enumerate(labels):
-        if len(ids) > max_target_tokens:
-            labels[i] = ids[: max_target_tokens - 1] + [tokenizer.eos_token_id]  # keep </s>: the model learns to stop
-            truncated_targets += 1
-    return EncodedData(input_ids, labels, stats.targets_truncated, truncated_targets)
+        if len(ids) > max_label_tokens:
+            labels[i] = ids[: max_label_tokens - 1] + [tokenizer.eos_token_id]  # keep </s>: the model learns to stop
+            truncated_summaries += 1
+    return EncodedData(input_ids, labels, stats.dialogues_truncated, truncated_summaries)
 
 
 def check_batch_split(batch_size: int, world_size: int) -> None:
-    """The one check that a global batch splits evenly over the processes."""
+    """The one check of --batch-size: at least one example, split evenly over the processes."""
+    if batch_size < 1:
+        raise ValueError(f"--batch-size {batch_size}: must be at least 1")
     if batch_size % world_size:
         raise ValueError(f"--batch-size {batch_size} is the global batch: it must split evenly over the "
                          f"{world_size} processes")
@@ -77,8 +79,8 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int, e
                            world_size: int = 1, pool_batches: int = 50) -> list[list[int]]:
     """Example indices per batch, the same for (seed, epoch); with several ranks this rank's share of each global
     batch, and a last batch smaller than world_size (at most world_size - 1 examples an epoch) left out."""
-    if batch_size <= 0 or pool_batches <= 0:
-        raise ValueError(f"batch_size and pool_batches must be positive, got {batch_size} and {pool_batches}")
+    if pool_batches <= 0:
+        raise ValueError(f"pool_batches must be positive, got {pool_batches}")
     if world_size <= 0 or not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is not one of world_size {world_size} processes")
     check_batch_split(batch_size, world_size)
@@ -110,10 +112,10 @@ def collate(input_ids_list: Sequence[Sequence[int]], labels_list: Sequence[Seque
 
 
 def batches_by_epoch(examples: Sequence[Example], tokenizer, batch_size: int, seed: int, max_input_tokens: int = 512,
-                     max_target_tokens: int = 128, rank: int = 0, world_size: int = 1
+                     max_label_tokens: int = 128, rank: int = 0, world_size: int = 1
                      ) -> Callable[[int], list[dict[str, torch.Tensor]]]:
     """A function epoch -> this process's collated batches of `examples`: what `loop.train` takes."""
-    enc = encode_for_training(examples, tokenizer, max_input_tokens, max_target_tokens)
+    enc = encode_for_training(examples, tokenizer, max_input_tokens, max_label_tokens)
     lengths = enc.input_lengths
 
     def batches_for_epoch(epoch: int) -> list[dict[str, torch.Tensor]]:

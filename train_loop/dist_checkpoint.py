@@ -18,11 +18,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import nn
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
                                                      set_model_state_dict, set_optimizer_state_dict)
 
 from train_loop import checkpoint as ckpt
 from train_loop.distributed import Parallel
+from train_loop.resume import read_checkpoint, set_rng_state
 
 GATHER = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)  # whole, on rank 0's CPU
 SEND = StateDictOptions(full_state_dict=True, cpu_offload=True, broadcast_from_rank0=True, strict=False)
@@ -59,7 +61,7 @@ class Checkpoints:
         par, state = self.par, {}  # the whole checkpoint, on rank 0 only
 
         def read() -> dict:  # rank 0; the small parts go to every process by pickle, the tensors below by broadcast
-            state.update(ckpt.read_checkpoint(path, fingerprint))
+            state.update(read_checkpoint(path, fingerprint))
             return {key: state[key] for key in ("scheduler", "scaler", "progress", "rng")}
 
         small = par.run_on_main(read)
@@ -67,7 +69,7 @@ class Checkpoints:
         set_optimizer_state_dict(model, optimizer, state.get("optimizer", {}), options=SEND)
         scheduler.load_state_dict(small["scheduler"])
         scaler.load_state_dict(small["scaler"])
-        ckpt.set_rng_state(small["rng"][par.rank])
+        set_rng_state(small["rng"][par.rank])
         return small["progress"]
 
     def save_best(self, folder: Path, model) -> None:
@@ -86,3 +88,11 @@ class Checkpoints:
 def send_weights(model, weights: dict[str, torch.Tensor]) -> None:
     """Rank 0's `weights` (some of the model's, by name) into `model` on every process."""
     set_model_state_dict(model, weights, options=SEND)
+
+
+def unsharded(model, build) -> nn.Module:
+    """A fresh, whole model from `build()` holding the sharded `model`'s trained weights, on every process."""
+    weights = trainable_weights(model)
+    fresh = build()
+    send_weights(fresh, weights)
+    return fresh

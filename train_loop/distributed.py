@@ -21,8 +21,9 @@ Nothing here is a cluster layer of our own: it is the wiring between this projec
   micro-batch; the earlier ones run under DDP's `no_sync()` and only add to each process's local gradients.
 * Only rank 0 prints, logs and writes files; `PeerLost` turns a vanished process into one clear message.
 
-The single-process core (step.py, loop.py) takes this module's `Parallel` as its `ddp` argument and calls it in a
-few `if ddp:` lines. Without torchrun there is no WORLD_SIZE, and modes/train.py never imports this file.
+The core (step.py, loop.py, modes/train.py) calls the methods of its `processes` argument: this module's `Parallel`
+under torchrun, else loop.py's `OneProcess`, whose methods do the same for one process (each the identity). Without
+torchrun there is no WORLD_SIZE > 1, and modes/train.py never imports this file.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ import threading
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -52,18 +54,14 @@ class PeerLost(RuntimeError):
 
 @dataclass(frozen=True)
 class Parallel:
-    """Who this process is in the run. `Parallel()` is the single process: every method below is then a no-op."""
-    rank: int = 0
-    world_size: int = 1
+    """Who this process is in a run of `world_size` >= 2 processes (`start` makes it), and the collectives they share."""
+    rank: int
+    world_size: int
     fsdp: bool = False
 
     @property
     def main(self) -> bool:
         return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
 
     def wrap(self, model: nn.Module, loss_sum: Callable, device: torch.device) -> nn.Module:
         """The module the loop calls for a micro-batch's loss, under DDP or FSDP (sharding.py)."""
@@ -84,13 +82,12 @@ class Parallel:
     # --- collectives: every process must call these at the same point, in the same order -----------------------
     def sum(self, value: torch.Tensor) -> torch.Tensor:
         """The sum of `value` over all processes, in place (an all-reduce)."""
-        if self.distributed:
-            dist.all_reduce(value)
+        dist.all_reduce(value)
         return value
 
     def total(self, count: int) -> int:
         """The sum of an integer over all processes (on the CPU: no device sync)."""
-        return int(self.sum(torch.tensor(count, dtype=torch.int64)).item()) if self.distributed else count
+        return int(self.sum(torch.tensor(count, dtype=torch.int64)).item())
 
     def any(self, flag: bool) -> bool:
         """True when `flag` is true on some process: how all agree to stop after the same step."""
@@ -110,16 +107,12 @@ class Parallel:
         return Checkpoints(self)
 
     def max(self, value: float) -> float:
-        if not self.distributed:
-            return value
         t = torch.tensor(value, dtype=torch.float64)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return t.item()
 
     def from_main(self, value_on_main):
         """Rank 0's `value_on_main` (any picklable object) on every process."""
-        if not self.distributed:
-            return value_on_main
         box = [value_on_main if self.main else None]
         dist.broadcast_object_list(box, src=0)
         return box[0]
@@ -149,8 +142,6 @@ class Parallel:
 
     def gather(self, value) -> list | None:
         """On rank 0, [value of rank 0, value of rank 1, ...] (any picklable objects); None elsewhere."""
-        if not self.distributed:
-            return [value]
         values = [None] * self.world_size if self.main else None
         dist.gather_object(value, values, dst=0)
         return values
@@ -167,7 +158,7 @@ class Parallel:
 
 
 def start(device: torch.device, fsdp: bool = False, timeout: timedelta = TIMEOUT) -> tuple[Parallel, torch.device]:
-    """Join the run torchrun started (WORLD_SIZE > 1; modes/train.py calls this only then); returns (who, which
+    """Join the run torchrun started (WORLD_SIZE > 1: modes/train.py comes here only then); returns (who, which
     device)."""
     world_size = int(os.environ["WORLD_SIZE"])
     if fsdp:
@@ -192,8 +183,24 @@ def start(device: torch.device, fsdp: bool = False, timeout: timedelta = TIMEOUT
     return Parallel(rank, world_size, fsdp), device
 
 
+def on_every_process(work: Callable, device: torch.device, fsdp: bool, folder: Path):
+    """Join the run, `work(parallel, device)`, leave. A process lost on the way becomes one `PeerLost` that names
+    the last checkpoint to resume from."""
+    parallel, device = start(device, fsdp=fsdp)
+    try:
+        return work(parallel, device)
+    except Exception as err:
+        if not lost_peer(err):
+            raise
+        from train_loop.checkpoint import latest_checkpoint
+
+        raise peer_lost(err, parallel.world_size, latest_checkpoint(folder) if parallel.main else None) from err
+    finally:
+        stop(parallel)
+
+
 def stop(parallel: Parallel) -> None:
-    if parallel.distributed and dist.is_initialized():
+    if dist.is_initialized():
         dist.destroy_process_group()
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, signal.SIG_DFL)

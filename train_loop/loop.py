@@ -4,35 +4,35 @@ and the log it writes.
 Each step takes the next `grad_accum` micro-batches of the epoch (fewer at an epoch's end, as the Trainer does).
 The validation loss is measured at each epoch end, every `eval_every` steps and at the last step, keeping the
 weights with the lowest; a checkpoint (checkpoint.py) is written every `save_every` steps, at the last step and on
-Ctrl-C. It holds `Progress` and all else the next step depends on, so a resumed run continues with the same numbers.
-Ctrl-C could land inside `optimizer.step()`, half the weights updated: so the first one only sets a flag read
-between steps (the loop then saves and returns); a second one interrupts at once.
+Ctrl-C, holding all the next step depends on: a resumed run continues with the same numbers. Ctrl-C could land
+inside `optimizer.step()`, so the first one only sets a flag read between steps; a second one interrupts at once.
 
 `train_log.jsonl`: one JSON line per step, `{"step", "epoch", "loss", "lr", "grad_norm", "tokens", "tokens_per_s",
 "peak_memory_mb"}`, and one per validation, `{"step", "val_loss"}`; `loss` is the mean cross-entropy per label token
-over the whole step, what `Seq2SeqTrainer` logs with `logging_steps=1`. A resumed run first cuts it back to its step.
+over the whole step, what `Seq2SeqTrainer` logs with `logging_steps=1`.
 
-`ddp` is None for one process; under torchrun (distributed.py) it wraps the loss, sums counts over the processes,
-lets all agree to stop after the same step and saves checkpoints as collectives; only rank 0 writes the log.
+`processes` is `OneProcess` below, or under torchrun distributed.py's `Parallel`: it wraps the loss, sums over the
+processes, lets all agree to stop after the same step and saves checkpoints as collectives.
 """
 from __future__ import annotations
 
 import json
 import math
-import resource
 import signal
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Callable
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
+from model.device import grad_scaler, peak_memory_mb
 from train_loop import checkpoint as ckpt
-from train_loop.precision import grad_scaler
 from train_loop.step import (Batch, NonFiniteLoss, OptimConfig, build_optimizer, build_scheduler, label_tokens,
                              optimizer_step, to_device, token_loss_sum)
 
@@ -46,7 +46,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0       # 0: no clipping (the norm is still logged)
     eval_every: int = 0              # validation every N steps; always at each epoch end and at the last step
     save_every: int = 0              # checkpoint every N steps; always at the last step and on Ctrl-C
-    precision: str = "fp32"          # fp32 | bf16 | fp16, already resolved for the device (precision.py)
+    precision: str = "fp32"          # fp32 | bf16 | fp16, already resolved for the device (model/device.py)
     progress_bar: bool = True
 
     def __post_init__(self):
@@ -86,23 +86,15 @@ class TrainResult:
 LOG_FILE = "train_log.jsonl"
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """CUDA: the most memory tensors have held; CPU: the process's peak resident set size (Linux reports KiB)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
-
-
 class TrainLog:
-    """Appends one JSON line per record, closing the file each time so a killed run keeps what it logged."""
+    """Appends one JSON line per record, closing the file each time so a killed run keeps what it logged; a resumed
+    run first cuts it back to its step."""
 
     def __init__(self, folder: Path | None, resume_step: int = 0):
         self.path = None if folder is None else Path(folder) / LOG_FILE
-        if self.path is None:
-            return
-        kept = read_log(self.path) if self.path.is_file() else []
-        kept = [r for r in kept if r["step"] <= resume_step] if resume_step else []
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        if self.path is not None:
+            kept = read_log(self.path) if resume_step and self.path.is_file() else []
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept if r["step"] <= resume_step))
 
     def write(self, record: dict) -> None:
         if self.path is not None:
@@ -124,27 +116,52 @@ def read_log(path: Path) -> list[dict]:
 class StopOnInterrupt:
     """Context manager with a `requested` flag set by the first SIGINT; a second SIGINT interrupts at once."""
 
-    def __init__(self):
-        self.requested, self._previous = False, None
+    def __enter__(self):
+        self.requested, self.previous = False, None
+        if threading.current_thread() is threading.main_thread():  # Python lets only the main thread set handlers
+            self.previous = signal.signal(signal.SIGINT, self.handle)
+        return self
 
-    def _handle(self, signum, frame):
+    def handle(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
 
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-        return False
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+class OneProcess:
+    """A run's processes when it has one: rank 0 of 1, every collective the identity, checkpoint.py's own functions.
+    Under torchrun distributed.py's `Parallel` has the same methods, so the step, this loop and modes/train.py read
+    the same for both (as nanochat's `compute_init` gives rank 0 of 1), and one process never imports distributed.py."""
+    rank, world_size, main, fsdp = 0, 1, True, False
+    checkpoints = ckpt  # latest_checkpoint, save_checkpoint, load_checkpoint, save_best, load_best
+
+    def wrap(self, model: nn.Module, loss_sum: Callable, device: torch.device) -> Callable:
+        return partial(loss_sum, model.to(device))
+
+    def gradient_sync(self, wrapped, enabled: bool):
+        return nullcontext()
+
+    def sum(self, value):  # one process's value is the sum, total, any and max over all of them
+        return value
+    total = any = max = plain = sum
+
+    def run_on_main(self, work: Callable):
+        return work()
+
+    def share(self, items: list) -> list:  # the whole list is its share, and gathering the shares gives it back
+        return items
+    gather_shares = share
+
+
+ONE_PROCESS = OneProcess()
 
 
 def validation_loss(model, batches: list[Batch], precision: str, device: torch.device, forward=None,
-                    ddp=None) -> float:
+                    processes=ONE_PROCESS) -> float:
     """Mean cross-entropy per label token over all validation batches (dropout off), and over every process's share."""
     forward = forward or partial(token_loss_sum, model, precision=precision, device=device)
     model.eval()
@@ -153,14 +170,13 @@ def validation_loss(model, batches: list[Batch], precision: str, device: torch.d
         for batch in batches:
             total += forward(to_device(batch, device))
     model.train()
-    if ddp:
-        total, count = ddp.sum(total), ddp.total(count)
-    return total.item() / max(1, count)
+    return processes.sum(total).item() / max(1, processes.total(count))
 
 
 def train(model, batches_for_epoch: Callable[[int], list[Batch]], config: TrainConfig, device: torch.device,
           folder: Path | None = None, val_batches: list[Batch] = (), resume: bool = False,
-          fingerprint: dict | None = None, ddp=None, on_step: Callable[[dict], None] | None = None) -> TrainResult:
+          fingerprint: dict | None = None, processes=ONE_PROCESS,
+          on_step: Callable[[dict], None] | None = None) -> TrainResult:
     """Train `model` in place on `batches_for_epoch(epoch)` (deterministic per epoch, so a resume can skip ahead).
 
     `folder` receives checkpoints/, train_log.jsonl and best weights; None trains without writing anything.
@@ -168,9 +184,8 @@ def train(model, batches_for_epoch: Callable[[int], list[Batch]], config: TrainC
     """
     model.train()
     loss_sum = partial(token_loss_sum, precision=config.precision, device=device)
-    forward = ddp.wrap(model, loss_sum, device) if ddp else partial(loss_sum, model.to(device))
-    store = ddp.checkpoints if ddp else ckpt  # checkpoint.py's functions; under torchrun the same, as collectives
-    main = ddp is None or ddp.main
+    forward = processes.wrap(model, loss_sum, device)  # the model on the device (FSDP: each process's shards)
+    store = processes.checkpoints  # checkpoint.py's functions; under torchrun the same, as collectives
     batches, batches_epoch = batches_for_epoch(0), 0  # every epoch has as many batches as this one
     steps_per_epoch = math.ceil(len(batches) / config.grad_accum)
     total = config.max_steps or math.ceil(config.epochs * steps_per_epoch)
@@ -178,7 +193,7 @@ def train(model, batches_for_epoch: Callable[[int], list[Batch]], config: TrainC
     scheduler = build_scheduler(optimizer, config.optim, total)
     scaler = grad_scaler(config.precision, device)
     fingerprint = {**(fingerprint or {}), "total_steps": total, "grad_accum": config.grad_accum,
-                   "processes": ddp.world_size if ddp else 1, "fsdp": bool(ddp and ddp.fsdp),
+                   "processes": processes.world_size, "fsdp": processes.fsdp,
                    "trainable": {n: list(p.shape) for n, p in model.named_parameters() if p.requires_grad}}
     progress, saved = Progress(), None
     if resume:
@@ -188,8 +203,8 @@ def train(model, batches_for_epoch: Callable[[int], list[Batch]], config: TrainC
         progress = Progress(**store.load_checkpoint(saved, model, optimizer, scheduler, scaler, fingerprint))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    log = TrainLog(folder if main else None, resume_step=progress.step)
-    bar = tqdm(total=total, initial=progress.step, disable=not (config.progress_bar and main), desc="training")
+    log = TrainLog(folder if processes.main else None, resume_step=progress.step)
+    bar = tqdm(total=total, initial=progress.step, disable=not (config.progress_bar and processes.main), desc="training")
     with StopOnInterrupt() as stop:
         while progress.step < total and not stop.requested:
             tick = time.perf_counter()
@@ -199,15 +214,13 @@ def train(model, batches_for_epoch: Callable[[int], list[Batch]], config: TrainC
             lr = scheduler.get_last_lr()[0]
             try:
                 loss, grad_norm, skipped = optimizer_step(forward, micro, optimizer, scheduler, scaler,
-                                                          config.max_grad_norm, device, ddp)
+                                                          config.max_grad_norm, device, processes)
             except NonFiniteLoss as err:
                 raise NonFiniteLoss(f"step {progress.step + 1}: {err}; training stopped before updating the weights. "
                                     f"Last good checkpoint: {saved or 'none yet'}. Try a lower --lr, or "
                                     f"--precision fp32") from None
-            tokens = sum(int(b["attention_mask"].sum()) + label_tokens(b) for b in micro)
-            if ddp:
-                stop.requested = ddp.any(stop.requested)  # Ctrl-C reaches processes at different moments
-                tokens = ddp.total(tokens)
+            tokens = processes.total(sum(int(b["attention_mask"].sum()) + label_tokens(b) for b in micro))
+            stop.requested = processes.any(stop.requested)  # Ctrl-C reaches processes at different moments
             progress.step, progress.position = progress.step + 1, progress.position + len(micro)
             progress.tokens, progress.skipped_steps = progress.tokens + tokens, progress.skipped_steps + skipped
             progress.losses.append(loss)
@@ -226,7 +239,7 @@ def train(model, batches_for_epoch: Callable[[int], list[Batch]], config: TrainC
 
             last = progress.step == total
             if val_batches and (epoch_end or last or (config.eval_every and progress.step % config.eval_every == 0)):
-                val = validation_loss(model, val_batches, config.precision, device, forward, ddp)
+                val = validation_loss(model, val_batches, config.precision, device, forward, processes)
                 progress.val_losses.append([progress.step, val])
                 log.write({"step": progress.step, "val_loss": val})
                 if progress.best_val_loss is None or val < progress.best_val_loss:
@@ -239,6 +252,7 @@ def train(model, batches_for_epoch: Callable[[int], list[Batch]], config: TrainC
     bar.close()
     # Ctrl-C in the last step is an interruption too (the runner stops before its possibly long evaluation; a resume
     # finds nothing to train and evaluates). Every process must agree: one may have been told after the last `any`.
-    interrupted = ddp.any(stop.requested) if ddp else stop.requested
-    peak = ddp.max(peak_memory_mb(device)) if ddp else peak_memory_mb(device)  # the largest process's: what must fit
+    interrupted = processes.any(stop.requested)
+    peak = processes.max(peak_memory_mb(device))  # the largest process's: what must fit
     return TrainResult(progress, total, interrupted, saved, peak)
+

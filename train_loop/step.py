@@ -2,34 +2,31 @@
 steps, each as transformers 5.23's `Seq2SeqTrainer` does it, so tests/test_train_equivalence.py can compare:
 
 1. Count the label tokens of *all* the step's `grad_accum` micro-batches, N (`Trainer._get_num_items_in_batch`).
-2. Per micro-batch: forward under autocast (precision.py), loss = (summed cross-entropy of its label tokens) / N,
+2. Per micro-batch: forward under autocast (model/device.py), loss = (summed cross-entropy of its label tokens) / N,
    backward. The gradients add up to those of the mean loss per token over the whole step, as if the micro-batches
    were one batch. (The stock Trainer on T5 does not: T5's forward ignores `num_items_in_batch` and returns a
    per-micro-batch mean, so with accumulation 2 it backpropagates about twice the true loss; transformers 47688.)
 3. Clip the global gradient norm (`clip_grad_norm_`); the norm before clipping is returned. fp16 unscales first.
 4. `optimizer.step()`, then `scheduler.step()` (skipped, like the Trainer, when fp16's scaler skipped the step).
-
 The loss and the gradient norm are read together, once per step, and checked to be finite before the weights change.
 
 `token_loss_sum` runs T5's encoder and decoder as `T5ForConditionalGeneration.forward` does, but projects only the
 label tokens' decoder states onto the 32,128-word vocabulary, not the padding: the same loss and gradients
-(tests/test_loss.py), no work for padding. Any other seq2seq model (BART, Pegasus) runs its own forward and sums the
-cross-entropy of its logits at the label tokens: the same loss, the padding projected too.
+(tests/test_loss.py). Other seq2seq models (BART, Pegasus) sum the cross-entropy of their own forward's logits.
 
-AdamW (`Trainer.create_optimizer`): weight decay for every trainable parameter except biases and normalisation
-weights (`Trainer.get_decay_parameter_names`; in T5 the `T5LayerNorm` weights), decoupled (Loshchilov & Hutter
-2019). Only parameters with `requires_grad` enter it: in LoRA mode A and B alone, so the frozen weights get no
-optimiser state (two fp32 moments per parameter, the bulk of full fine-tuning's memory). The schedule is
-`get_linear_schedule_with_warmup` (from 0 up to the peak over the warmup steps, then linearly down to 0) or its
-cosine twin, stepped once per optimiser step.
+AdamW (`Trainer.create_optimizer`), decoupled (Loshchilov & Hutter 2019): weight decay for every trainable parameter
+but biases and normalisation weights (`Trainer.get_decay_parameter_names`); frozen parameters get no optimiser
+state (in LoRA all but A and B). The schedule is `get_linear_schedule_with_warmup` (0 up to the peak over the
+warmup steps, then linearly down to 0) or its cosine twin, stepped once per optimiser step.
 
-`ddp` is None for one process; under torchrun the four `if ddp:` lines are all several processes add (distributed.py).
+`processes` is loop.py's `OneProcess` (every collective the identity) or, under torchrun, distributed.py's
+`Parallel`: its `total`, `gradient_sync`, `sum` and `plain` and the loss times `world_size` are all that several
+processes add.
 """
 from __future__ import annotations
 
 import math
 import re
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -37,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from train_loop.data import IGNORE_INDEX
-from train_loop.precision import autocast
+from model.device import autocast
 
 Batch = dict[str, torch.Tensor]  # input_ids (B, S), attention_mask (B, S), labels (B, T) with IGNORE_INDEX at padding
 
@@ -89,26 +86,20 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
 
 
 def optimizer_step(forward, micro: list[Batch], optimizer, scheduler, scaler, max_grad_norm: float,
-                   device: torch.device, ddp=None) -> tuple[float, float, bool]:
+                   device: torch.device, processes) -> tuple[float, float, bool]:
     """Steps 1-4 above; `forward(batch)` is a micro-batch's `token_loss_sum`. Returns (loss per label token,
     gradient norm before clipping, whether fp16's scaler skipped the update)."""
-    n_tokens = sum(label_tokens(b) for b in micro)                  # CPU tensors: no device sync
-    if ddp:
-        n_tokens = ddp.total(n_tokens)                              # every process's tokens
+    n_tokens = processes.total(sum(label_tokens(b) for b in micro))  # every process's tokens (CPU ints: no sync)
     step_loss = torch.zeros((), device=device)
     for i, batch in enumerate(micro):
-        last = i == len(micro) - 1
-        with ddp.gradient_sync(forward, enabled=last) if ddp else nullcontext():  # all-reduce once, at the end
+        with processes.gradient_sync(forward, enabled=i == len(micro) - 1):  # all-reduce once, at the end
             loss = forward(to_device(batch, device)) / n_tokens     # this micro-batch's part of the step's mean
-            scaler.scale(loss * (ddp.world_size if ddp else 1)).backward()
+            scaler.scale(loss * processes.world_size).backward()  # DDP averages over N: distributed.py
         step_loss += loss.detach()
-    if ddp:
-        ddp.sum(step_loss)                                          # this process's part -> the whole step's
+    processes.sum(step_loss)                                        # this process's part -> the whole step's
     scaler.unscale_(optimizer)                                      # fp16: undo the loss scale before clipping
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm or math.inf)
-    if ddp:
-        grad_norm = ddp.plain(grad_norm)                            # FSDP: a DTensor -> a plain tensor
+    grad_norm = processes.plain(torch.nn.utils.clip_grad_norm_(params, max_grad_norm or math.inf))  # FSDP: DTensor
     loss_value, norm_value = torch.stack([step_loss, grad_norm.to(step_loss)]).tolist()  # the step's one sync
     if not scaler.is_enabled() and not (math.isfinite(loss_value) and math.isfinite(norm_value)):
         raise NonFiniteLoss(f"the loss is {loss_value} (gradient norm {norm_value})")
@@ -136,7 +127,7 @@ SCHEDULES = ("linear", "cosine")
 
 @dataclass(frozen=True)
 class OptimConfig:
-    lr: float | None                 # None: not chosen yet (the default depends on the model)
+    lr: float
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
@@ -144,7 +135,7 @@ class OptimConfig:
     schedule: str = "linear"
 
     def __post_init__(self):
-        if self.lr is not None and not self.lr > 0:
+        if not self.lr > 0:
             raise ValueError(f"--lr {self.lr}: the learning rate must be positive")
         if self.weight_decay < 0:
             raise ValueError(f"--weight-decay {self.weight_decay}: must be >= 0")
@@ -177,8 +168,6 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def build_optimizer(model: nn.Module, config: OptimConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW as one fused kernel (the Trainer's default, `adamw_torch_fused`): one pass over each parameter,
     gradient and moment; on flan-t5-small, one CPU thread, 0.15 s an update against 0.8 s `foreach` (bench/RESULTS.md)."""
-    if config.lr is None:
-        raise ValueError("OptimConfig.lr is None: choose a learning rate before building the optimiser")
     groups = parameter_groups(model, config.weight_decay)
     if not any(group["params"] for group in groups):
         raise ValueError("the model has no trainable parameters (did LoRA injection freeze everything?)")
