@@ -121,6 +121,27 @@ def repeats_a_phrase(text: str, n: int = 4) -> bool:
     return len(set(grams)) < len(grams)
 
 
+def distinct_share(predictions: list[str]) -> float:
+    """Distinct summaries / summaries. A model that writes the same summary for every dialogue scores 1/n."""
+    return len({p.strip() for p in predictions}) / len(predictions)
+
+
+def unpaired_scores(examples, predictions: list[str], use_stemmer: bool = True, sentences: bool = True
+                    ) -> dict[str, float]:
+    """Mean ROUGE of each summary against the references of a dialogue it is NOT about: example i's prediction
+    scored against example (i + n // 2) mod n's references (a fixed pairing; no example meets its own).
+
+    ROUGE rewards words every DialogSum summary shares ("#Person1#", "tells", "the"), so a fixed text scores well
+    above zero on every dialogue. The gap between the paired score and this one is what the summaries owe to their
+    own dialogue; a gap near 0 means the model ignores its input, whatever its ROUGE."""
+    n = len(examples)
+    if n < 2:
+        return {}
+    others = [examples[(i + n // 2) % n] for i in range(n)]
+    corpus, _ = score_corpus(others, predictions, use_stemmer=use_stemmer, sentences=sentences)
+    return corpus
+
+
 # ---- the run folder's files ---------------------------------------------------------------------------------------
 
 RESULT_FILES = ("metrics.json", "predictions.csv")
@@ -185,6 +206,8 @@ def finish_run(output_dir: Path, examples, prompts, predictions, info: dict, use
     multi = {"course_style": course_style(examples, predictions, use_stemmer)} if any(
         len(ex.references) > 1 for ex in examples) else {}
     metrics = {**info, "examples": len(examples), **corpus, **multi, "degenerate_share": round(repeats, 4),
+               "distinct_share": round(distinct_share(predictions), 4),
+               "unpaired": unpaired_scores(examples, predictions, use_stemmer, sentences),
                "use_stemmer": use_stemmer,
                "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "confidence": 0.95},
                "rougeLsum_sentences": LSUM_SENTENCE_NOTE if sentences else LSUM_AS_WRITTEN_NOTE,

@@ -79,6 +79,21 @@ def course_style_table(runs: list[Run]) -> list[str]:
     return lines
 
 
+def dependence_table(runs: list[Run]) -> list[str]:
+    """Does each summary depend on its dialogue? ROUGE-1 paired, against another dialogue's references, the gap."""
+    measured = [run for run in runs if run.metrics.get("unpaired")]
+    if not measured:
+        return []
+    lines = ["| run | distinct summaries | ROUGE-1 | ROUGE-1 on another dialogue | owed to the dialogue |",
+             "| --- | --- | --- | --- | --- |"]
+    for run in measured:
+        paired, other = run.metrics["rouge1"], run.metrics["unpaired"]["rouge1"]
+        lines.append("| " + " | ".join([cell(run.name), share(run.metrics.get("distinct_share")),
+                                        f"{100 * paired:.2f}", f"{100 * other:.2f}",
+                                        f"{100 * (paired - other):+.2f}"]) + " |")
+    return lines
+
+
 def baseline_of(runs: list[Run]) -> Run:
     """The zero-shot run if there is one, else the first run."""
     return next((run for run in runs if run.metrics.get("mode") == "zero-shot"), runs[0])
@@ -176,6 +191,13 @@ def write_report(runs: list[Run], out_dir: Path, notes: list[str] = ()) -> Path:
                   "scored on its own, texts as written: the way the course notebook scores (its FLAN-T5-base table "
                   "is in this form). \"Repeats a phrase\": the share of summaries in which four words come twice, "
                   "the mark of a degenerate output.", "", *course, ""]
+    dependence = dependence_table(runs)
+    if dependence:
+        lines += ["## Is each summary about its dialogue?", "", "ROUGE rewards the words all DialogSum summaries "
+                  "share, so a summary scores well above zero on a dialogue it is not about. \"On another "
+                  "dialogue\": each summary scored against the references of the dialogue n/2 places away; the "
+                  "last column is what the summaries owe to their own dialogue (near 0: the model ignores its "
+                  "input).", "", *dependence, ""]
     if len(runs) > 1:
         lines += [f"## Gains over {baseline.name} (points)", "", *gains_table(runs, baseline), ""]
     for run in runs:  # runs from --mode score: the same predictions scored the ways other tools do

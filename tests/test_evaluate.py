@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import pytest
 from rouge_score import rouge_scorer
 
-from eval.evaluate import LSUM_SENTENCE_NOTE, course_style, finish_run, repeats_a_phrase, score_corpus, split_sentences
+from eval.evaluate import (LSUM_SENTENCE_NOTE, course_style, distinct_share, finish_run, repeats_a_phrase, score_corpus,
+                           split_sentences, unpaired_scores)
 from eval.rouge import ROUGE_TYPES, tokenize
 from tests.conftest import DATA_DIR
 from prompting.dialogsum import open_text, split_file
@@ -150,3 +151,17 @@ def test_repeated_phrases_mark_degenerate_summaries_and_human_ones_rarely_repeat
     assert not repeats_a_phrase("#Person1# and #Person2# talk about the trip to Paris next week.")
     humans = [ref for ex in dialogsum_test(500) for ref in ex.references]
     assert sum(map(repeats_a_phrase, humans)) / len(humans) < 0.02
+
+
+def test_a_summary_that_ignores_its_dialogue_owes_it_nothing():
+    """The fine-tuned baby model once wrote 3 distinct summaries for 500 dialogues and scored ROUGE-1 28.6: a fixed
+    text scores as well on any dialogue as on its own. The paired-minus-unpaired gap exposes it; a summary that is
+    about its dialogue (here its first reference, scored multi-reference) keeps a wide gap."""
+    constant = ["#Person1# tells #Person2# about the new job."] * len(EXAMPLES)
+    paired, _ = score_corpus(EXAMPLES, constant)
+    assert paired["rouge1"] > 0.1 and distinct_share(constant) == 1 / len(EXAMPLES)
+    assert unpaired_scores(EXAMPLES, constant)["rouge1"] == pytest.approx(paired["rouge1"], abs=1e-12)
+    own = [ex.references[0] for ex in EXAMPLES]
+    assert distinct_share(own) > 0.95  # 59 of 60: two test dialogues share a first human summary
+    assert score_corpus(EXAMPLES, own)[0]["rouge1"] - unpaired_scores(EXAMPLES, own)["rouge1"] > 0.5
+    assert unpaired_scores(EXAMPLES[:1], own[:1]) == {}  # one dialogue has no other to be scored against
