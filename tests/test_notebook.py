@@ -103,3 +103,11 @@ def test_inside_the_repository_the_setup_cell_installs_nothing(monkeypatch, reco
     exec(setup_cell(), {})
     assert recorded == []
     assert Path.cwd() == REPO
+
+
+def test_outside_colab_the_setup_cell_never_clones_or_installs(tmp_path, monkeypatch, recorded):
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    monkeypatch.chdir(tmp_path)  # not a clone either: still nothing is fetched or installed
+    exec(setup_cell(), {})
+    assert recorded == []
+    assert Path.cwd() == tmp_path
