@@ -2,6 +2,7 @@
 in float64 on a tiny T5 and on flan-t5-small's architecture, their adapters load both ways, merged equals unmerged;
 LoRA+'s parameter groups (lora/loraplus.py) are `create_loraplus_optimizer`'s; bad combinations are one line."""
 import copy
+import json
 
 import pytest
 import torch
@@ -14,7 +15,8 @@ from lora.merge import lora_parameters, merge_lora, unmerge_lora
 from model.load import build_from_config, build_random_init
 from tests.conftest import SMALL_DIR, tiny_t5_config
 from tests.test_lora_peft import _rel
-from tests.test_run_training import fails
+from tests.test_run_training import fails, narrow_model_dir, small_run  # noqa: F401 (fixture)
+import run
 from train_loop.step import OptimConfig, build_optimizer, build_scheduler
 
 R, ALPHA = 4, 8
@@ -239,3 +241,36 @@ def test_bad_combinations_give_one_line_and_exit_code_2(flags, message, tmp_path
     mode = [] if "--mode" in flags else ["--mode", "lora"]
     line = fails([*mode, "--model", str(SMALL_DIR), "--output-dir", str(tmp_path / "out"), *flags], capsys)
     assert message in line, line
+
+
+def _two_steps(flags):
+    flags[flags.index("--max-steps") + 1] = "2"
+    return flags
+
+
+def test_the_variants_sweep_trains_each_member_with_everything_else_equal(tmp_path, narrow_model_dir):  # noqa: F811
+    out = tmp_path / "sweep"
+    names = ["lora", "dora", "pissa", "loraplus", "qlora"]
+    assert run.main(_two_steps(small_run("sweep", narrow_model_dir, out, "--variants", ",".join(names),
+                                         "--lora-r", "2"))) == 0
+    metrics = {name: json.loads((out / name / "metrics.json").read_text()) for name in names}
+    assert [metrics[n]["lora"]["variant"] for n in names] == ["lora", "dora", "pissa", "lora", "lora"]
+    assert [metrics[n]["train"]["optim"]["loraplus_lr_ratio"] for n in names] == [None, None, None, 16.0, None]
+    assert [metrics[n]["quantize_base"] for n in names] == [None, None, None, None, "nf4"]
+    assert len({(m["lora"]["init_seed"], m["lora"]["r"], m["data"]["max_train_samples"], m["steps"])
+                for m in metrics.values()}) == 1  # one seed, rank, data and number of steps for all
+    ledger = {n: m["memory_ledger"]["weights_bytes"] for n, m in metrics.items()}
+    assert ledger["qlora"] < ledger["lora"]
+    assert metrics["dora"]["trainable_params"] > metrics["lora"]["trainable_params"]  # + m, one per output feature
+    assert json.loads((out / "pissa" / "adapter" / "adapter_config.json").read_text())["r"] == 4  # 2r, plain LoRA
+    assert json.loads((out / "dora" / "adapter" / "adapter_config.json").read_text())["use_dora"] is True
+    text = (out / "variants.md").read_text()
+    assert all(f"| [{n}]({n}/metrics.json) |" in text for n in names) and (out / "variants.png").stat().st_size > 1000
+
+
+def test_a_qlora_run_merges_into_the_dequantised_base(tmp_path, narrow_model_dir):  # noqa: F811
+    out = tmp_path / "qlora"
+    assert run.main(_two_steps(small_run("lora", narrow_model_dir, out, "--quantize-base", "nf4",
+                                         "--nf4-double-quant", "--merge", "--loraplus-lr-ratio", "4"))) == 0
+    merged = json.loads((out / "merged_model" / "config.json").read_text())
+    assert merged["d_model"] == 64 and (out / "adapter" / "adapter_model.safetensors").is_file()
