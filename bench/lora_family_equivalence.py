@@ -55,8 +55,8 @@ def logits_and_grads(ours, theirs, pairs):
 def main():
     torch.manual_seed(0)
     print(describe_machine("cpu"))
-    bases = {"tiny": build_from_config(tiny_t5_config(), dtype=torch.float32),
-             "flan-t5-small": build_random_init(SMALL_DIR, dtype=torch.float32)}
+    bases = {"tiny": build_from_config(tiny_t5_config(), dtype=torch.float32).eval(),  # eval: no dropout masks
+             "flan-t5-small": build_random_init(SMALL_DIR, dtype=torch.float32).eval()}
     for which, base in bases.items():
         logits, grads = logits_and_grads(*ours_and_peft(base.double(), "dora", use_dora=True))
         print(f"DoRA  {which:<14} float64: logits {logits:.1e}, gradients of A, B, m {grads:.1e}")

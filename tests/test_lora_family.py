@@ -274,3 +274,26 @@ def test_a_qlora_run_merges_into_the_dequantised_base(tmp_path, narrow_model_dir
                                          "--nf4-double-quant", "--merge", "--loraplus-lr-ratio", "4"))) == 0
     merged = json.loads((out / "merged_model" / "config.json").read_text())
     assert merged["d_model"] == 64 and (out / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_magnitude_and_direction_change_are_the_dora_papers_equations():
+    """lora/decomposition.py on constructed weights: scaling rows moves only the magnitude, rotating them only the
+    direction, and a trained DoRA layer's W is `adapted_weight` of its A, B and m."""
+    from lora.decomposition import adapted_weight, magnitude_direction_change
+
+    W0 = torch.randn(6, 5, dtype=torch.float64)
+    scale = torch.tensor([1.0, 2.0, 0.5, 1.0, 1.0, 3.0], dtype=torch.float64)
+    delta_m, delta_d = magnitude_direction_change(W0, scale[:, None] * W0)
+    assert delta_m == pytest.approx(((scale - 1).abs() * W0.norm(dim=1)).mean().item()) and abs(delta_d) < 1e-12
+    Q, _ = torch.linalg.qr(torch.randn(5, 5, dtype=torch.float64))  # an orthogonal map keeps every row's length
+    delta_m, delta_d = magnitude_direction_change(W0, W0 @ Q)
+    cos = torch.nn.functional.cosine_similarity(W0 @ Q, W0, dim=1)
+    assert abs(delta_m) < 1e-12 and delta_d == pytest.approx((1 - cos).mean().item())
+    model = copy.deepcopy(build_from_config(tiny_t5_config(), dtype=torch.float64))
+    add_lora(model, LoRAConfig(r=R, alpha=ALPHA, dropout=0.0, variant="dora"))
+    _perturb([(p, p.clone()) for p in lora_parameters(model)])
+    _, layer = lora_layers(model)[0]
+    W = adapted_weight(layer.base.weight, layer.lora_A, layer.lora_B, layer.scaling, layer.lora_magnitude_vector)
+    with torch.no_grad():
+        layer.merge()
+    assert _rel(W, layer.base.weight) <= 1e-12
