@@ -129,6 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rslora", action="store_true", help="scale by alpha/sqrt(r) instead of alpha/r")
     g.add_argument("--merge", action="store_true", help="also save the model with the adapter merged in")
 
+    g = p.add_argument_group("LoRA's family (docs/lora-family.md)")
+    g.add_argument("--lora-variant", default="lora", choices=("lora", "dora", "pissa"),
+                   help="dora: magnitude and direction (Liu et al. 2024); pissa: A and B from W's top-r singular "
+                        "triplets, the residual frozen (Meng et al. 2024)")
+    g.add_argument("--loraplus-lr-ratio", type=float, default=None, metavar="L",
+                   help="LoRA+ (Hayou et al. 2024): B's learning rate L times A's (the paper: 16)")
+    g.add_argument("--quantize-base", default=None, choices=("nf4",),
+                   help="QLoRA (Dettmers et al. 2023): every frozen Linear but lm_head stored as NF4, blocks of 64")
+    g.add_argument("--nf4-double-quant", action="store_true", help="with --quantize-base: absmax in 8 bits too")
+    g.add_argument("--variants", default=None, metavar="V1,V2,...",
+                   help="sweep: one run per variant of lora,dora,pissa,loraplus,qlora, all else equal")
+
     g = p.add_argument_group("what LoRA learned (analyse) and sweeps")
     g.add_argument("--adapters", nargs="+", default=None, metavar="DIR",
                    help="analyse: adapter or --mode lora run folders: the spectrum of each update scaling*B*A, "

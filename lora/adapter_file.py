@@ -6,7 +6,12 @@ An adapter is two files in a folder (peft 0.21, `PeftModel.save_pretrained`):
 * `adapter_config.json`: `peft_type: "LORA"`, `task_type`, `r`, `lora_alpha`, `lora_dropout`,
   `target_modules`, `use_rslora`, `base_model_name_or_path`, ... (peft fills absent fields with defaults).
 * `adapter_model.safetensors`: only A and B, keyed by module path as peft names them inside its wrapper:
-  `base_model.model.<module path>.lora_A.weight` (r, d_in) and `....lora_B.weight` (d_out, r).
+  `base_model.model.<module path>.lora_A.weight` (r, d_in) and `....lora_B.weight` (d_out, r); with DoRA
+  (`use_dora: true`) also `....lora_magnitude_vector` (d_out,), no `.weight` after it.
+
+Each layer gives its own tensors (`LoRALinear.adapter_tensors`): a PiSSA layer gives its update converted to a plain
+LoRA of rank 2r on the original W (lora/pissa.py), which is why it loads back as plain LoRA. An adapter trained on
+a 4-bit base (lora/nf4.py) is plain LoRA too, as peft saves QLoRA's.
 
 A few megabytes instead of the whole model: the base weights come from `base_model_name_or_path`. `save_adapter`
 writes one; `read_adapter_config` and `read_adapter_weights` read one without a model (lora/factors.py builds the
@@ -28,11 +33,12 @@ from lora.layer import LoRAConfig, add_lora, check_hyperparameters, find_targets
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 KEY_PREFIX = "base_model.model."  # peft's PeftModel -> LoraModel -> the transformers model
-MATRICES = ("lora_A", "lora_B")
+MATRICES = ("lora_A", "lora_B", "lora_magnitude_vector")  # the last one only with DoRA
 
 
 def adapter_key(module_name: str, matrix: str) -> str:
-    return f"{KEY_PREFIX}{module_name}.{matrix}.weight"
+    suffix = "" if matrix == "lora_magnitude_vector" else ".weight"  # peft saves the magnitude without ".weight"
+    return f"{KEY_PREFIX}{module_name}.{matrix}{suffix}"
 
 
 # ---- writing -------------------------------------------------------------------------------------------------------
@@ -44,25 +50,26 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, base_model_name
     layers = lora_layers(model)
     if not layers:
         raise ValueError("save_adapter: the model has no LoRA layers; call add_lora(model, config) first")
-    first = layers[0][1]
-    settings = (first.r, first.alpha, first.dropout_p, first.use_rslora)
+    def settings(layer):  # what the config records: (r, alpha) as saved, dropout, rsLoRA, the variant
+        return (*layer.saved_r_alpha(), layer.dropout_p, layer.use_rslora, layer.variant)
+    first = settings(layers[0][1])
     for name, layer in layers:
-        if (layer.r, layer.alpha, layer.dropout_p, layer.use_rslora) != settings:
-            raise ValueError(f"save_adapter: {name} has r={layer.r}, alpha={layer.alpha}, dropout={layer.dropout_p}, "
-                             f"rslora={layer.use_rslora} but {layers[0][0]} has {settings}; one adapter file holds "
-                             f"one setting")
+        if settings(layer) != first:
+            raise ValueError(f"save_adapter: {name} has (r, alpha, dropout, rslora, variant) = {settings(layer)} but "
+                             f"{layers[0][0]} has {first}; one adapter file holds one setting")
+    r, alpha, dropout, use_rslora, variant = first
     config = {
         "peft_type": "LORA", "task_type": "SEQ_2_SEQ_LM", "base_model_name_or_path": base_model_name_or_path,
-        "r": first.r, "lora_alpha": first.alpha, "lora_dropout": first.dropout_p, "use_rslora": first.use_rslora,
+        "r": r, "lora_alpha": alpha, "lora_dropout": dropout, "use_rslora": use_rslora,
         "target_modules": sorted({name.rsplit(".", 1)[-1] for name, _ in layers}),
-        "bias": "none", "fan_in_fan_out": False, "use_dora": False, "init_lora_weights": True,
+        "bias": "none", "fan_in_fan_out": False, "use_dora": variant == "dora", "init_lora_weights": True,
         "modules_to_save": None, "layers_to_transform": None, "rank_pattern": {}, "alpha_pattern": {},
         "inference_mode": True,
     }
     tensors = {}
-    for name, layer in layers:
-        tensors[adapter_key(name, "lora_A")] = layer.lora_A.detach().cpu().contiguous()  # (r, d_in)
-        tensors[adapter_key(name, "lora_B")] = layer.lora_B.detach().cpu().contiguous()  # (d_out, r)
+    for name, layer in layers:  # A (r, d_in), B (d_out, r), DoRA's m (d_out,)
+        for matrix, tensor in layer.adapter_tensors().items():
+            tensors[adapter_key(name, matrix)] = tensor.detach().cpu().contiguous()
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
@@ -99,7 +106,7 @@ def read_adapter_config(directory: str | os.PathLike) -> dict:
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
     # peft features this small implementation does not have: refuse rather than load something different.
-    plain_values = {"use_dora": (False, None), "fan_in_fan_out": (False, None), "bias": ("none",),
+    plain_values = {"use_dora": (False, None, True), "fan_in_fan_out": (False, None), "bias": ("none",),
                     "modules_to_save": (None, []), "layers_to_transform": (None, []),
                     "rank_pattern": ({}, None), "alpha_pattern": ({}, None)}
     for field, accepted in plain_values.items():
@@ -110,14 +117,16 @@ def read_adapter_config(directory: str | os.PathLike) -> dict:
 
 def read_adapter_weights(directory: str | os.PathLike) -> dict[str, dict[str, torch.Tensor]]:
     """The tensors of `adapter_model.safetensors` by module path and matrix: {"encoder...q": {"lora_A": A,
-    "lora_B": B}}, in the file's order; raises for a key that is not peft's `<prefix><module>.lora_A/B.weight`."""
+    "lora_B": B}}, in the file's order (DoRA's "lora_magnitude_vector" too); raises for a key that is not peft's
+    `<prefix><module>.lora_A/B.weight` or `<prefix><module>.lora_magnitude_vector`."""
     path = Path(directory) / WEIGHTS_NAME
     if not path.is_file():
         raise FileNotFoundError(f"adapter folder {directory} has no {WEIGHTS_NAME} (only safetensors adapters load)")
     found: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in load_file(str(path)).items():
         module, _, matrix = key.removesuffix(".weight").rpartition(".")
-        if not (key.startswith(KEY_PREFIX) and key.endswith(".weight") and matrix in MATRICES):
+        if not (key.startswith(KEY_PREFIX) and matrix in MATRICES and key == adapter_key(module.removeprefix(
+                KEY_PREFIX), matrix)):
             raise ValueError(f"{path}: tensor {key!r} is not a LoRA weight ({adapter_key('<module>', 'lora_A')} "
                              f"or lora_B)")
         found.setdefault(module.removeprefix(KEY_PREFIX), {})[matrix] = tensor
@@ -135,6 +144,7 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike) -> list[str]:
     config = read_adapter_config(directory)
     found = read_adapter_weights(directory)
     r, alpha, use_rslora = config["r"], config["lora_alpha"], config.get("use_rslora", False)
+    variant = "dora" if config.get("use_dora") else "lora"
 
     existing = lora_layers(model)
     if existing:  # the model's LoRA layers must match the file
@@ -142,24 +152,27 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike) -> list[str]:
         for name, layer in existing:
             if layer.merged:
                 raise ValueError(f"load_adapter: {name} is merged; call unmerge_lora(model) before loading new A and B")
-            if (layer.alpha, layer.use_rslora) != (alpha, use_rslora):
-                raise ValueError(f"load_adapter: {name} has alpha={layer.alpha}, use_rslora={layer.use_rslora} but "
-                                 f"{Path(directory) / CONFIG_NAME} says lora_alpha={alpha}, use_rslora={use_rslora}")
-        shapes = {name: {"lora_A": tuple(layer.lora_A.shape), "lora_B": tuple(layer.lora_B.shape)}
+            if (layer.alpha, layer.use_rslora, layer.variant) != (alpha, use_rslora, variant):
+                raise ValueError(f"load_adapter: {name} has alpha={layer.alpha}, use_rslora={layer.use_rslora}, "
+                                 f"variant {layer.variant} but {Path(directory) / CONFIG_NAME} says lora_alpha={alpha}"
+                                 f", use_rslora={use_rslora}, variant {variant}")
+        shapes = {name: {matrix: tuple(t.shape) for matrix, t in layer.adapter_tensors().items()}
                   for name, layer in existing}
     else:  # the layers add_lora would create, without creating them yet
         names = find_targets(model, config["target_modules"])
         linears = {name: model.get_submodule(name) for name in names}
-        shapes = {name: {"lora_A": (r, linear.in_features), "lora_B": (linear.out_features, r)}
+        shapes = {name: {"lora_A": (r, linear.in_features), "lora_B": (linear.out_features, r),
+                         **({"lora_magnitude_vector": (linear.out_features,)} if variant == "dora" else {})}
                   for name, linear in linears.items()}
     _check_keys_and_shapes(shapes, found, Path(directory) / WEIGHTS_NAME)
 
     if not existing:
-        add_lora(model, LoRAConfig(config["target_modules"], r, alpha, config.get("lora_dropout", 0.0), use_rslora))
+        add_lora(model, LoRAConfig(config["target_modules"], r, alpha, config.get("lora_dropout", 0.0), use_rslora,
+                                   variant=variant))
     with torch.no_grad():
         for name, layer in lora_layers(model):
-            layer.lora_A.copy_(found[name]["lora_A"])  # copy_ converts dtype and device
-            layer.lora_B.copy_(found[name]["lora_B"])
+            for matrix, tensor in found[name].items():  # lora_A, lora_B (, lora_magnitude_vector)
+                getattr(layer, matrix).copy_(tensor)  # copy_ converts dtype and device
     return names
 
 

@@ -34,7 +34,7 @@ def read_factors(directory: str | os.PathLike) -> AdapterFactors:
     path, r = Path(directory) / WEIGHTS_NAME, config["r"]
     layers = {}
     for name, pair in read_adapter_weights(directory).items():
-        if set(pair) != {"lora_A", "lora_B"}:
+        if not {"lora_A", "lora_B"} <= set(pair):  # DoRA's magnitude may be there too; the analysis reads B A
             raise ValueError(f"{path}: layer {name} has {', '.join(pair)} but not both lora_A and lora_B")
         A, B = pair["lora_A"], pair["lora_B"]
         if A.shape[0] != r or B.shape[1] != r:

@@ -45,7 +45,10 @@ def lora_scaling(r: int, alpha: float, use_rslora: bool = False) -> float:
 
 class LoRALinear(nn.Module):
     """`base(x) + scaling * B A dropout(x)`, with `base` a frozen `nn.Linear` (Hu et al. 2021, eq. 3). A and B take
-    `base.weight`'s device and dtype unless told otherwise; `merged` says whether W currently holds the update."""
+    `base.weight`'s device and dtype unless told otherwise; `merged` says whether W currently holds the update.
+    LoRA's family builds on it: lora/dora.py and lora/pissa.py subclass it, lora/nf4.py quantises its `base`."""
+
+    variant = "lora"  # what adapter_file.py records; "dora" and "pissa" in the subclasses
 
     def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0, use_rslora: bool = False,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None):
@@ -94,11 +97,25 @@ class LoRALinear(nn.Module):
         """The update LoRA adds to W: scaling * B A, shape (d_out, d_in), like `base.weight`."""
         return (self.lora_B @ self.lora_A) * self.scaling  # (d_out, r) @ (r, d_in) -> (d_out, d_in)
 
+    def adapter_tensors(self) -> dict[str, torch.Tensor]:
+        """This layer's tensors in peft's adapter file, by the last part of their key (lora/adapter_file.py)."""
+        return {"lora_A": self.lora_A, "lora_B": self.lora_B}  # (r, d_in), (d_out, r)
+
+    def saved_r_alpha(self) -> tuple[int, float]:
+        """The r and alpha the adapter file records for these tensors (PiSSA's conversion doubles them)."""
+        return self.r, self.alpha
+
+    def check_mergeable(self) -> None:
+        if self.merged:
+            raise ValueError("this LoRALinear is already merged; merging twice would add B A to W twice")
+        if not isinstance(self.base, nn.Linear):
+            raise ValueError(f"this LoRALinear's base is a {type(self.base).__name__}, not an nn.Linear: call "
+                             "lora.nf4.dequantize_base(model) to merge into a dequantised base")
+
     @torch.no_grad()
     def merge(self) -> None:
         """W <- W + scaling * B A: the merged layer is a plain Linear in cost; forward then uses `base` alone."""
-        if self.merged:
-            raise ValueError("this LoRALinear is already merged; merging twice would add B A to W twice")
+        self.check_mergeable()
         self.base.weight += self.delta_weight().to(self.base.weight.dtype)
         self.merged = True
 
@@ -141,6 +158,7 @@ class LoRAConfig:
     dropout: float = 0.05
     use_rslora: bool = False
     init_seed: int | None = None
+    variant: str = "lora"  # "dora" (lora/dora.py) or "pissa" (lora/pissa.py): LoRA's family
 
     def __post_init__(self):
         object.__setattr__(self, "targets", parse_targets(self.targets))  # frozen: set once, here
@@ -148,6 +166,24 @@ class LoRAConfig:
         if self.init_seed is not None and (isinstance(self.init_seed, bool) or not isinstance(self.init_seed, int)):
             raise ValueError(f"LoRA init_seed must be a whole number or None, got {self.init_seed!r} "
                              "(--lora-init-seed)")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"--lora-variant {self.variant!r}: expected one of {', '.join(VARIANTS)}")
+
+
+VARIANTS = ("lora", "dora", "pissa")
+
+
+def layer_class(variant: str) -> type[LoRALinear]:
+    """The layer of each variant, its file imported only when asked for (a plain LoRA run never loads it)."""
+    if variant == "dora":
+        from lora.dora import DoRALinear
+
+        return DoRALinear
+    if variant == "pissa":
+        from lora.pissa import PiSSALinear
+
+        return PiSSALinear
+    return LoRALinear
 
 
 def lora_layers(model: nn.Module) -> list[tuple[str, LoRALinear]]:
@@ -187,14 +223,15 @@ def add_lora(model: nn.Module, config: LoRAConfig) -> list[str]:
     names = find_targets(model, config.targets)
     if config.init_seed is not None:
         torch.manual_seed(config.init_seed)  # every A below is drawn from this seed, in named_modules() order
+    make = layer_class(config.variant)
     for name in names:
         parent_name, _, child_name = name.rpartition(".")
         parent = model.get_submodule(parent_name)
-        layer = LoRALinear(getattr(parent, child_name), config.r, config.alpha, config.dropout, config.use_rslora)
+        layer = make(getattr(parent, child_name), config.r, config.alpha, config.dropout, config.use_rslora)
         setattr(parent, child_name, layer)
     for param in model.parameters():
         param.requires_grad_(False)
     for _, layer in lora_layers(model):
-        layer.lora_A.requires_grad_(True)
-        layer.lora_B.requires_grad_(True)
+        for name, param in layer.named_parameters():  # lora_A, lora_B (and DoRA's lora_magnitude_vector)
+            param.requires_grad_(name.startswith("lora_"))
     return names

@@ -10,8 +10,8 @@ from lora.layer import LoRALinear, lora_layers
 
 
 def lora_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The trainable A and B of every LoRA layer."""
-    return [p for _, layer in lora_layers(model) for p in (layer.lora_A, layer.lora_B)]
+    """The trainable A and B of every LoRA layer (and DoRA's magnitude m, lora/dora.py)."""
+    return [p for _, layer in lora_layers(model) for name, p in layer.named_parameters() if name.startswith("lora_")]
 
 
 def _require_lora(model: nn.Module, action: str) -> list[tuple[str, LoRALinear]]:
@@ -43,7 +43,8 @@ def unmerge_lora(model: nn.Module) -> None:
 
 def unload_lora(model: nn.Module, merge: bool = True) -> nn.Module:
     """Put the plain nn.Linear layers back (in place) and return the model: with `merge`, W + scaling * B A
-    (the fine-tuned model, saveable with `save_pretrained`); without, the untouched base weights.
+    (the fine-tuned model, saveable with `save_pretrained`); without, the base weights the layers hold (the
+    untouched W; PiSSA's residual W - s B_0 A_0, as peft's `unload` leaves it, lora/pissa.py).
     Parameters stay frozen as add_lora left them; `model.requires_grad_(True)` makes them trainable again."""
     layers = _require_lora(model, "unload_lora")
     for name, layer in layers:
@@ -66,7 +67,7 @@ def parameter_report(model: nn.Module) -> str:
     for name, layer in lora_layers(model):
         row = per_target.setdefault(name.rsplit(".", 1)[-1], [0, 0])
         row[0] += 1
-        row[1] += layer.lora_A.numel() + layer.lora_B.numel()
+        row[1] += sum(p.numel() for name, p in layer.named_parameters() if name.startswith("lora_"))
     params = list(model.parameters())  # each shared tensor once
     trainable, total = sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
     lines = [f"{'target':<10}{'layers':>8}{'LoRA params':>14}{'% of all':>10}"]

@@ -2,6 +2,7 @@
 
     python run.py --mode sweep --ranks 1,2,4,8,16,32,64 ...              # the LoRA paper's Table 6
     python run.py --mode sweep --target-sets "q;k;v;o;q,k;q,v;q,k,v,o" --lora-r 8 ...   # Table 5, equal budget
+    python run.py --mode sweep --variants lora,dora,pissa,loraplus,qlora ...            # LoRA's family
 
 Every run gets the same flags (data, steps, seed, learning rate) except the rank, the targets and the seed of A's
 initialisation, and writes its own run folder (`<output-dir>/r8`, `<output-dir>/q,v`), exactly what `--mode lora`
@@ -12,6 +13,11 @@ what training learned (the paper's Figure 3 compares independently trained adapt
 `sweep.png` (eval/sweep_report.py) compare them, and `analysis/` holds the subspace analysis (--mode analyse) of
 the smallest and largest rank (r=8 against r=64 when both are there, as in the paper's Figure 3), with the
 similarity of the initial A's beside it as the baseline that training must beat.
+
+`--variants` runs LoRA's family (docs/lora-family.md) with the same data, steps, seed, rank and the *same* A's
+seed: lora, dora (--lora-variant dora), pissa (--lora-variant pissa), loraplus (--loraplus-lr-ratio, the paper's
+16 when left out), qlora (--quantize-base nf4, with --nf4-double-quant if given); `variants.md` and `variants.png`
+(eval/variants_report.py) compare them.
 """
 from __future__ import annotations
 
@@ -26,7 +32,8 @@ class SweepRun:
     name: str       # the run folder's name
     r: int
     targets: str    # comma-separated, as --lora-targets
-    init_seed: int  # A's initialisation: its own for every run, so the runs start independent
+    init_seed: int  # A's initialisation: its own for every run, so the runs start independent (one for variants)
+    variant: str = "lora"  # --variants: lora | dora | pissa | loraplus | qlora
 
 
 def parse_ranks(text: str) -> list[int]:
@@ -51,8 +58,9 @@ def parse_target_sets(text: str) -> list[str]:
 class SweepConfig:
     base: TrainRun                   # every run's settings but the rank, the targets and the run folder
     runs: tuple[SweepRun, ...]
-    by_rank: bool                    # --ranks (else --target-sets)
+    by_rank: bool                    # --ranks (else --target-sets or --variants)
     output_dir: Path
+    by_variant: bool = False         # --variants
 
 
 def config_from_args(args) -> SweepConfig:
@@ -60,13 +68,31 @@ def config_from_args(args) -> SweepConfig:
 
     out = Path(args.output_dir or Path("runs") / "sweep")
     base = train_config(args, "lora", out)
-    return SweepConfig(base, tuple(plan(args.ranks, args.target_sets, base)), bool(args.ranks), out)
+    runs = plan(args.ranks, args.target_sets, base, args.variants)
+    return SweepConfig(base, tuple(runs), bool(args.ranks), out, bool(args.variants))
 
 
-def plan(ranks: str | None, target_sets: str | None, base: TrainRun) -> list[SweepRun]:
-    if bool(ranks) == bool(target_sets):
-        raise ValueError("--mode sweep needs exactly one of --ranks (e.g. 1,2,4,8) or --target-sets (e.g. 'q;v;q,v')")
+VARIANTS = ("lora", "dora", "pissa", "loraplus", "qlora")
+
+
+def parse_variants(text: str, base: TrainRun) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in VARIANTS]
+    if unknown or not names or len(set(names)) != len(names):
+        raise ValueError(f"--variants {text!r}: need distinct names among {','.join(VARIANTS)}")
+    if base.lora.variant != "lora" or base.quantize_base:
+        raise ValueError("--variants sets each run's variant: leave out --lora-variant and --quantize-base")
+    return names
+
+
+def plan(ranks: str | None, target_sets: str | None, base: TrainRun, variants: str | None = None) -> list[SweepRun]:
+    if sum(map(bool, (ranks, target_sets, variants))) != 1:
+        raise ValueError("--mode sweep needs exactly one of --ranks (e.g. 1,2,4,8), --target-sets (e.g. 'q;v;q,v') "
+                         "or --variants (e.g. lora,dora,pissa,loraplus,qlora)")
     first_seed = base.lora.init_seed  # --lora-init-seed, else --seed (modes/train.py's lora_config)
+    if variants:  # one A for all: the variants differ in nothing else
+        targets = ",".join(base.lora.targets)
+        return [SweepRun(name, base.lora.r, targets, first_seed, name) for name in parse_variants(variants, base)]
     if ranks:
         targets = ",".join(base.lora.targets)
         return [SweepRun(f"r{r}", r, targets, first_seed + k) for k, r in enumerate(parse_ranks(ranks))]
@@ -94,6 +120,17 @@ def analysis_pair(runs: list[SweepRun]) -> list[SweepRun]:
     return [min(runs, key=lambda run: run.r), max(runs, key=lambda run: run.r)]
 
 
+def variant_run(base: TrainRun, variant: str) -> TrainRun:
+    """`base` as the named member of LoRA's family: only the variant's own setting changes."""
+    from lora.loraplus import PAPER_RATIO
+
+    ratio = (base.train.optim.loraplus_lr_ratio or PAPER_RATIO) if variant == "loraplus" else None
+    train = replace(base.train, optim=replace(base.train.optim, loraplus_lr_ratio=ratio))
+    lora = replace(base.lora, variant=variant if variant in ("dora", "pissa") else "lora")
+    return replace(base, lora=lora, train=train, quantize_base="nf4" if variant == "qlora" else None,
+                   double_quant=base.double_quant and variant == "qlora")
+
+
 def run(config: SweepConfig) -> Path:
     from eval.sweep_report import write_sweep
     from modes.analyse import AnalyseConfig, analyse_folders
@@ -106,13 +143,17 @@ def run(config: SweepConfig) -> Path:
     for sweep_run in runs:
         lora = replace(base.lora, r=sweep_run.r, targets=tuple(sweep_run.targets.split(",")),
                        init_seed=sweep_run.init_seed)
-        metrics.append(train(replace(base, lora=lora, output_dir=out / sweep_run.name)))
-    analysed = analysis_pair(list(runs)) if config.by_rank else runs
-    analysis = analyse_folders(AnalyseConfig(adapters=tuple(out / r.name / "adapter" for r in analysed),
-                                             model=base.model, output_dir=out / "analysis",
-                                             random_init=base.random_init, seed=base.seed))
+        metrics.append(train(variant_run(replace(base, lora=lora, output_dir=out / sweep_run.name), sweep_run.variant)))
     shared = {"model": base.model, "random_init": base.random_init, "data": base.data.source,
               "max_train_samples": base.data.max_train_samples, "max_steps": base.train.max_steps,
               "epochs": base.train.epochs, "batch_size": base.batch_size, "lora_alpha": base.lora.alpha,
               "seed": base.seed, "lr": base.train.optim.lr}  # the flag's value, or the default the runs chose
+    if config.by_variant:
+        from eval.variants_report import write_variants
+
+        return write_variants([(r.name, m) for r, m in zip(runs, metrics)], out, {**shared, "r": base.lora.r})
+    analysed = analysis_pair(list(runs)) if config.by_rank else runs
+    analysis = analyse_folders(AnalyseConfig(adapters=tuple(out / r.name / "adapter" for r in analysed),
+                                             model=base.model, output_dir=out / "analysis",
+                                             random_init=base.random_init, seed=base.seed))
     return write_sweep([(r.name, r.r, r.targets, m) for r, m in zip(runs, metrics)], out, analysis, shared)

@@ -55,6 +55,8 @@ class TrainRun:
     processes: int                   # torchrun's WORLD_SIZE
     fsdp: bool
     cpu_kernels: bool
+    quantize_base: str | None = None  # "nf4": the frozen base in 4 bits under LoRA (QLoRA, lora/nf4.py)
+    double_quant: bool = False       # and its absmax constants in 8 bits
 
 
 # What a resume may change: the evaluation, where results go, and words.
@@ -82,7 +84,8 @@ def lora_config(args) -> LoRAConfig:
     """A is drawn from --lora-init-seed, or from --seed when it is left out (a plain --mode lora run); --mode sweep
     gives each of its runs a seed of its own (modes/sweep.py)."""
     init_seed = args.lora_init_seed if args.lora_init_seed is not None else args.seed
-    return LoRAConfig(args.lora_targets, args.lora_r, args.lora_alpha, args.lora_dropout, args.rslora, init_seed)
+    return LoRAConfig(args.lora_targets, args.lora_r, args.lora_alpha, args.lora_dropout, args.rslora, init_seed,
+                      args.lora_variant)
 
 
 def data_config(args) -> DataConfig:
@@ -92,7 +95,8 @@ def data_config(args) -> DataConfig:
 
 def train_config(args, lr: float, precision: str) -> TrainConfig:
     optim = OptimConfig(lr=lr, weight_decay=args.weight_decay, betas=(args.adam_beta1, args.adam_beta2),
-                        eps=args.adam_eps, warmup_steps=args.warmup_steps, schedule=args.lr_schedule)
+                        eps=args.adam_eps, warmup_steps=args.warmup_steps, schedule=args.lr_schedule,
+                        loraplus_lr_ratio=args.loraplus_lr_ratio)
     return TrainConfig(optim, args.epochs, args.max_steps, args.grad_accum, args.max_grad_norm, args.eval_every,
                        args.save_every, precision)
 
@@ -104,6 +108,7 @@ def config_from_args(args, mode: str | None = None, output_dir: Path | None = No
     lora = lora_config(args)  # checked in --mode full too: a bad flag is refused, whatever the mode
     if args.merge and mode != "lora":
         raise ValueError("--merge merges a LoRA adapter: use it with --mode lora")
+    check_family(args.lora_variant, args.loraplus_lr_ratio, args.quantize_base, args.nf4_double_quant, mode)
     if args.adapter:
         raise ValueError("--adapter summarises with an adapter already trained: use it with --mode zero-shot "
                          "(or one-shot / few-shot)")
@@ -121,7 +126,23 @@ def config_from_args(args, mode: str | None = None, output_dir: Path | None = No
     return TrainRun(mode, args.model, args.random_init, args.seed, data, args.batch_size,
                     train_config(args, lr, precision), args.lr is None, lora if mode == "lora" else None, generation,
                     args.stemmer, args.merge, Path(output_dir or args.output_dir or Path("runs") / mode),
-                    args.overwrite, args.resume, device.type, precision_reason, processes, args.fsdp, args.cpu_kernels)
+                    args.overwrite, args.resume, device.type, precision_reason, processes, args.fsdp, args.cpu_kernels,
+                    args.quantize_base, args.nf4_double_quant)
+
+
+def check_family(variant: str, loraplus_ratio: float | None, quantize: str | None, double_quant: bool,
+                 mode: str) -> None:
+    """LoRA's family (docs/lora-family.md): what combines. A 4-bit base carries plain LoRA or LoRA+ only: DoRA and
+    PiSSA read and rewrite the frozen W itself (its norm; its residual), which here is kept in full precision."""
+    flags = [flag for flag, used in (("--lora-variant", variant != "lora"), ("--loraplus-lr-ratio", loraplus_ratio
+             is not None), ("--quantize-base", quantize is not None)) if used]
+    if flags and mode != "lora":
+        raise ValueError(f"{', '.join(flags)}: LoRA's family trains adapters; use --mode lora (or sweep)")
+    if double_quant and quantize is None:
+        raise ValueError("--nf4-double-quant quantises the absmax of a 4-bit base: add --quantize-base nf4")
+    if quantize is not None and variant != "lora":
+        raise ValueError(f"--lora-variant {variant} with --quantize-base {quantize} is not supported: a 4-bit base "
+                         f"carries plain LoRA (QLoRA) or LoRA+; drop one of the two flags")
 
 
 def run(config: TrainRun) -> dict:
@@ -142,6 +163,10 @@ def build_model(config: TrainRun):
         from lora.layer import add_lora
 
         add_lora(model, config.lora)  # reseeds with lora.init_seed: A the same in every process and on every resume
+        if config.quantize_base:
+            from lora.nf4 import QuantConfig, quantize_base
+
+            quantize_base(model, QuantConfig(config.quantize_base, config.double_quant))  # every frozen Linear
     return model, tokenizer
 
 
@@ -226,6 +251,11 @@ def evaluate(config: TrainRun, model, tokenizer, out: Path, device, info: dict, 
     def finish() -> dict:  # rank 0
         if config.merge:
             from lora.merge import unload_lora
+
+            if config.quantize_base:  # merging needs a full-precision W: the dequantised one
+                from lora.nf4 import dequantize_base
+
+                dequantize_base(model)
 
             merged = unload_lora(model, merge=True)
             merged.save_pretrained(out / "merged_model")

@@ -121,7 +121,8 @@ def test_missing_or_malformed_files_raise_naming_them(base, tmp_path):
     bad_configs = [({"target_modules": None}, "no 'target_modules'"), ({"peft_type": "IA3"}, "peft_type is 'IA3'"),
                    ({"r": 0}, "r=0"), ({"lora_alpha": -1}, "alpha=-1"), ({"lora_dropout": 1.5}, "dropout=1.5"),
                    ({"target_modules": "q|v"}, "regex string is not supported"),
-                   ({"use_dora": True}, "use_dora=True is not supported")]
+                   ({"fan_in_fan_out": True}, "fan_in_fan_out=True is not supported"),
+                   ({"use_dora": True}, "no tensor '.*lora_magnitude_vector'")]  # DoRA (lora/dora.py) needs m
     for change, message in bad_configs:
         config = {k: v for k, v in (good | change).items() if v is not None}
         config_path.write_text(json.dumps(config))

@@ -133,6 +133,7 @@ class OptimConfig:
     eps: float = 1e-8
     warmup_steps: int = 0
     schedule: str = "linear"
+    loraplus_lr_ratio: float | None = None  # LoRA+: B's rate this many times A's (lora/loraplus.py)
 
     def __post_init__(self):
         if not self.lr > 0:
@@ -147,6 +148,9 @@ class OptimConfig:
             raise ValueError(f"--warmup-steps {self.warmup_steps}: must be >= 0")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"--lr-schedule {self.schedule!r}: expected one of {', '.join(SCHEDULES)}")
+        if self.loraplus_lr_ratio is not None and not self.loraplus_lr_ratio > 0:
+            raise ValueError(f"--loraplus-lr-ratio {self.loraplus_lr_ratio}: lambda = lr_B / lr_A must be positive "
+                             "(the LoRA+ paper uses 16; 1 is plain LoRA)")
 
 
 def decays(model: nn.Module, name: str) -> bool:
@@ -167,8 +171,14 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 def build_optimizer(model: nn.Module, config: OptimConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW as one fused kernel (the Trainer's default, `adamw_torch_fused`): one pass over each parameter,
-    gradient and moment; on flan-t5-small, one CPU thread, 0.15 s an update against 0.8 s `foreach` (bench/RESULTS.md)."""
-    groups = parameter_groups(model, config.weight_decay)
+    gradient and moment; on flan-t5-small, one CPU thread, 0.15 s an update against 0.8 s `foreach` (bench/RESULTS.md).
+    With `loraplus_lr_ratio`, LoRA+'s groups instead (lora/loraplus.py, peft's `create_loraplus_optimizer`)."""
+    if config.loraplus_lr_ratio is not None:
+        from lora.loraplus import loraplus_groups
+
+        groups = loraplus_groups(model, config.lr, config.loraplus_lr_ratio, config.weight_decay)
+    else:
+        groups = parameter_groups(model, config.weight_decay)
     if not any(group["params"] for group in groups):
         raise ValueError("the model has no trainable parameters (did LoRA injection freeze everything?)")
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps, fused=True)
