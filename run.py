@@ -110,9 +110,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-val-samples", type=int, default=None, help="validation dialogues for the loss")
     g.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (0: at the end only)")
     g.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output-dir")
-    g.add_argument("--init-from", default=None, metavar="DIR",
-                   help="pretrain: start from this model folder's weights instead of random ones (continued "
-                        "pretraining; --model still gives the architecture and the tokenizer)")
 
     from lora.layer import LoRAConfig  # its field defaults are LoRA's only defaults
 

@@ -2,8 +2,7 @@
 when no FLAN-T5 weights can be had (models/baby-flan-t5/).
 
 The architecture is `--model`'s config.json (T5 v1.1's layout: gated-GELU, untied head; FLAN-T5's tokenizer), every
-weight random, no dropout (T5 v1.1 pretrains without); `--init-from DIR` starts from DIR's weights instead
-(continued pretraining: the shipped model was made in two such runs, its card says how). The data is DialogSum's train split as pretrain/mixture.py
+weight random, no dropout (T5 v1.1 pretrains without). The data is DialogSum's train split as pretrain/mixture.py
 streams it: span corruption and instructions that are not summarisation; `--max-val-samples` train dialogues
 (default 256) are held out of the stream to measure the validation loss on. Then it is full training like any other:
 the project's loop, checkpoints (`--save-every`, `--resume`), precision rule and run folder. The weights with the
@@ -22,7 +21,7 @@ import torch
 
 from eval.evaluate import as_record, plot_loss_curve, write_json_atomic
 from model.device import choose_precision, describe_machine, resolve_device
-from model.load import build_from_config, check_model_folder, count_parameters, load_pretrained, load_tokenizer
+from model.load import build_from_config, check_model_folder, count_parameters, load_tokenizer
 from pretrain.mixture import Text, pretraining_batches
 from prompting.dialogsum import DataConfig, load_split
 from train_loop import checkpoint as ckpt
@@ -48,7 +47,6 @@ class PretrainRun:
     device: str
     precision_reason: str
     cpu_kernels: bool
-    init_from: str | None = None     # a model folder to continue from; None: random weights
 
 
 NOT_TRAINING = ("data.split", "data.max_eval_samples", "output_dir", "overwrite", "resume", "device",
@@ -57,10 +55,8 @@ NOT_TRAINING = ("data.split", "data.max_eval_samples", "output_dir", "overwrite"
 
 def config_from_args(args) -> PretrainRun:
     if args.random_init or args.adapter or args.merge:
-        raise ValueError("--mode pretrain starts from random weights (or --init-from DIR) and trains them all: "
-                         "leave out --random-init, --adapter and --merge")
-    if args.init_from:
-        check_model_folder(args.init_from, need_weights=True)
+        raise ValueError("--mode pretrain always starts from random weights and trains them all: leave out "
+                         "--random-init, --adapter and --merge")
     check_model_folder(args.model, need_weights=False)
     data = data_config(args)
     check_batch_split(args.batch_size, 1)
@@ -68,7 +64,7 @@ def config_from_args(args) -> PretrainRun:
     precision, precision_reason = choose_precision(args.precision, device)
     return PretrainRun(args.model, data, args.max_val_samples or HELD_OUT, args.batch_size,
                        train_config(args, args.lr or DEFAULT_LR, precision), Path(args.output_dir or "runs/pretrain"),
-                       args.overwrite, args.resume, device.type, precision_reason, args.cpu_kernels, args.init_from)
+                       args.overwrite, args.resume, device.type, precision_reason, args.cpu_kernels)
 
 
 def texts_of_train_split(source: str, limit: int | None, seed: int) -> list[Text]:
@@ -76,16 +72,13 @@ def texts_of_train_split(source: str, limit: int | None, seed: int) -> list[Text
     return [Text(ex.dialogue, ex.topic) for ex in load_split(source, "train", limit, seed)]
 
 
-def build_model(folder: str, seed: int, init_from: str | None = None):
-    """`folder`'s architecture with random weights (or `init_from`'s), dropout off; the config keeps its dropout for
-    fine-tuning."""
+def build_model(folder: str, seed: int):
+    """`folder`'s architecture with random weights, dropout off; the config keeps its dropout for fine-tuning."""
     from transformers import T5Config
 
     config = T5Config.from_pretrained(folder)
     fine_tuning_dropout, config.dropout_rate = config.dropout_rate, 0.0
     model = build_from_config(config, seed=seed, untied_head=True)
-    if init_from:
-        model.load_state_dict(load_pretrained(init_from).state_dict())
     model.config.dropout_rate = fine_tuning_dropout  # saved with the model; the modules built above have p = 0
     return model
 
@@ -94,7 +87,7 @@ def run(config: PretrainRun) -> dict:
     data, device, lr = config.data, torch.device(config.device), config.train.optim.lr
     out = ckpt.prepare_run_folder(config.output_dir, config.overwrite, config.resume, "pretrain", config.model)
     tokenizer = load_tokenizer(config.model)
-    model = build_model(config.model, data.seed, config.init_from)
+    model = build_model(config.model, data.seed)
     if config.cpu_kernels and device.type == "cpu":
         from train_loop.cpu_speed import speed_up_on_cpu
 
@@ -112,8 +105,7 @@ def run(config: PretrainRun) -> dict:
                                   data.max_label_tokens)
     val_batches = pretraining_batches(validation, tokenizer, config.batch_size, data.seed + 1, data.max_input_tokens,
                                       data.max_label_tokens)(0)
-    start = f"from {config.init_from}'s weights" if config.init_from else "from scratch"
-    print(f"pretraining {config.model}'s architecture {start}: {total:,} parameters; {len(stream):,} train "
+    print(f"pretraining {config.model}'s architecture from scratch: {total:,} parameters; {len(stream):,} train "
           f"dialogues x 2 examples an epoch ({config.held_out} held out), batch {config.batch_size}, lr {lr:g}, "
           f"{device.type}; {config.precision_reason}; writing to {out}", file=sys.stderr)
     record = {"mode": "pretrain", **as_record(config)}

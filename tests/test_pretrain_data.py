@@ -59,16 +59,11 @@ def test_instructions_read_their_answer_off_the_dialogue():
     dialogue = "#Person1#: Hi, Tom.\n#Person2#: Hello, Ann. How are you?\n#Person1#: Fine, thanks."
     assert turns(dialogue)[1] == ("#Person2#", "Hello, Ann. How are you?")
     seen = {}
-    for seed in range(60):
+    for seed in range(40):
         prompt, answer = instruction(dialogue, "greeting", np.random.default_rng(seed))
-        seen[" ".join(prompt.split(" ")[:3])] = (prompt, answer)
+        seen[prompt.split("\n")[0].split(" ")[0]] = (prompt, answer)
         if prompt.startswith("What is the topic"):
             assert answer == "greeting" and dialogue in prompt
-        elif prompt.startswith("What is said after"):  # the copy task: the answer is the quoted turn's next line
-            quoted = prompt.split('"')[1]
-            lines = dialogue.split("\n")
-            k = [line.split(": ", 1)[1] for line in lines].index(quoted)
-            assert answer == lines[k + 1] and dialogue in prompt
         elif prompt.startswith("Who says"):
             said = prompt.split('"')[1]
             assert f"{answer}: {said}" in dialogue
@@ -77,8 +72,7 @@ def test_instructions_read_their_answer_off_the_dialogue():
             shown = prompt.split("\n\n", 1)[1]
             assert dialogue.startswith(shown) and dialogue[len(shown):].strip() == answer or \
                 dialogue[len(shown):].lstrip("\n").startswith(answer)
-    assert set(seen) == {"What is the", "Who says \"Hi,", "Who says \"Hello,", "Who says \"Fine,", "How does the",
-                         "What is said"}  # all four tasks drawn
+    assert set(seen) == {"What", "Who", "How"}  # all three tasks drawn
 
 
 def write_split(folder, name, rows):
