@@ -7,7 +7,9 @@ where the run recorded one (in brackets, and as error bars); metrics.json keeps 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
+from eval.evaluate import distinct_share, unpaired_scores
 from eval.memory_table import memory_section
 from eval.rouge import ROUGE_TYPES
 from eval.rouge_ways import with_interval, ways_table
@@ -79,18 +81,29 @@ def course_style_table(runs: list[Run]) -> list[str]:
     return lines
 
 
+def dependence(run: Run) -> tuple[float, float] | None:
+    """(distinct share, ROUGE-1 on another dialogue) from metrics.json, or from predictions.csv for a run written
+    before metrics.json held them: the rows are the examples in order, their reference_* columns the references."""
+    if run.metrics.get("unpaired"):
+        return run.metrics["distinct_share"], run.metrics["unpaired"]["rouge1"]
+    examples = [SimpleNamespace(references=tuple(row[k] for k in row if k.startswith("reference_") and row[k]))
+                for row in run.rows]
+    predictions = [row["prediction"] for row in run.rows]
+    unpaired = unpaired_scores(examples, predictions, run.metrics.get("use_stemmer", True))
+    return (distinct_share(predictions), unpaired["rouge1"]) if unpaired else None
+
+
 def dependence_table(runs: list[Run]) -> list[str]:
     """Does each summary depend on its dialogue? ROUGE-1 paired, against another dialogue's references, the gap."""
-    measured = [run for run in runs if run.metrics.get("unpaired")]
+    measured = [(run, found) for run in runs if (found := dependence(run))]
     if not measured:
         return []
     lines = ["| run | distinct summaries | ROUGE-1 | ROUGE-1 on another dialogue | owed to the dialogue |",
              "| --- | --- | --- | --- | --- |"]
-    for run in measured:
-        paired, other = run.metrics["rouge1"], run.metrics["unpaired"]["rouge1"]
-        lines.append("| " + " | ".join([cell(run.name), share(run.metrics.get("distinct_share")),
-                                        f"{100 * paired:.2f}", f"{100 * other:.2f}",
-                                        f"{100 * (paired - other):+.2f}"]) + " |")
+    for run, (distinct, other) in measured:
+        paired = run.metrics["rouge1"]
+        lines.append("| " + " | ".join([cell(run.name), f"{100 * distinct:.1f}%", f"{100 * paired:.2f}",
+                                        f"{100 * other:.2f}", f"{100 * (paired - other):+.2f}"]) + " |")
     return lines
 
 

@@ -140,3 +140,20 @@ def test_report_shows_the_course_style_scores_and_the_share_of_degenerate_summar
     text = compare(config_from_args(Namespace(runs=[str(folder)], output_dir=str(tmp_path / "report")))).read_text()
     row = next(line for line in text.splitlines() if line.startswith("| full | 6 |"))
     assert f"{100 * metrics['course_style']['rouge1']:.2f}" in row and row.endswith("| 33% |")
+
+
+def test_report_says_whether_each_summary_is_about_its_dialogue_also_for_older_runs(tmp_path):
+    """The same text for every dialogue owes it nothing: gap 0.00 and 1 distinct summary in 3. A run written before
+    metrics.json held the measure gets it from predictions.csv, and the same figures."""
+    constant = write_run(tmp_path / "full", "full", ["Person1 asks Person2 about the memo."] * 3, 10)
+    about = write_run(tmp_path / "lora", "lora", [ex.references[0] for ex in EXAMPLES], 10)
+    text = compare_runs(tmp_path, constant, about).read_text()
+    rows = {line.split(" | ")[0][2:]: line for line in text.split("## Is each summary about its dialogue?")[1]
+            .split("##")[0].splitlines() if line.startswith("| full |") or line.startswith("| lora |")}
+    assert rows["full"].startswith("| full | 33.3% |") and rows["full"].endswith("| +0.00 |")
+    assert float(rows["lora"].split(" | ")[-1].rstrip(" |")) > 30
+    metrics = json.loads((constant / "metrics.json").read_text())
+    del metrics["unpaired"], metrics["distinct_share"]  # as an older run wrote it
+    (constant / "metrics.json").write_text(json.dumps(metrics))
+    again = compare(config_from_args(Namespace(runs=[str(constant), str(about)], output_dir=str(tmp_path / "again"))))
+    assert rows["full"] in again.read_text()
