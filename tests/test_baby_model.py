@@ -67,8 +67,10 @@ def test_fine_tuning_lowers_the_validation_loss(runs, mode):
 
 
 def test_full_fine_tuning_raises_rouge_over_zero_shot(runs):
-    """Full fine-tuning learns to summarise. (LoRA on q, v does not reach that on this model in a short run: the
-    README's results and docs/analysis.md say so; its validation loss still falls, above.)"""
+    """Full fine-tuning raises ROUGE over zero-shot: it learns what DialogSum's summaries look like. On this model
+    that is all it learns: its summaries hardly depend on the dialogue (the report's "owed to the dialogue" stays
+    near 0; docs/pretraining.md), so this pins the loop and the scoring, not summarisation. LoRA on q, v does not
+    even learn the style in a short run (README); its validation loss still falls, above."""
     full, zero = runs["full"], runs["zero-shot"]
     assert full["rouge1"] > zero["rouge1"] + 0.03 and full["rouge2"] > zero["rouge2"] + 0.01, (full, zero)
     # (after 150 steps every summary still repeats a phrase somewhere; after the study's 500, none does: README)
