@@ -71,96 +71,113 @@ def speaker_format(dialogue: str) -> str:
 
 def check_rows_of(rows: dict[str, list[Row]], tokenizer, template: str, max_input_tokens: int,
                   max_target_tokens: int) -> tuple[list[Finding], dict]:
-    """(the findings, the numbers) for the rows of each split."""
-    findings, numbers = [], {"splits": {}}
+    """(the findings, in the module docstring's order; the numbers behind them) for the rows of each split."""
+    numbers: dict = {"splits": {split: {"rows": len(split_rows)} for split, split_rows in rows.items()}}
+    return [rows_per_split(rows), empty_cells(rows), *duplicates(rows), *leaks(rows),
+            *token_budgets(rows, tokenizer, template, max_input_tokens, max_target_tokens, numbers),
+            summary_lengths(rows, numbers), speakers(rows, numbers)], numbers
+
+
+def rows_per_split(rows: dict[str, list[Row]]) -> Finding:
     sizes = ", ".join(f"{split} {len(split_rows):,}" for split, split_rows in rows.items())
     missing = [split for split in ("train", "validation", "test") if split not in rows]
-    findings.append(Finding("warn" if missing else "ok", "rows", f"rows: {sizes}" + (
-        f"; no {' or '.join(missing)} file" if missing else "")))
+    return Finding("warn" if missing else "ok", "rows",
+                   f"rows: {sizes}" + (f"; no {' or '.join(missing)} file" if missing else ""))
 
-    empty = [f"{name(s, r)} ({what})" for s, split_rows in rows.items() for r in split_rows
+
+def empty_cells(rows: dict[str, list[Row]]) -> Finding:
+    empty = [f"{name(split, r)} ({what})" for split, split_rows in rows.items() for r in split_rows
              for what in (["dialogue"] if not r.dialogue else []) + (["summary"] if not all(r.references) else [])
              + (["id"] if not r.id else [])]
-    findings.append(Finding("problem" if empty else "ok", "empty",
-                            f"{len(empty)} empty or missing cells (training stops at the first)" if empty
-                            else "no empty or missing cell", empty))
+    return Finding("problem" if empty else "ok", "empty", f"{len(empty)} empty or missing cells (training stops at "
+                   "the first)" if empty else "no empty or missing cell", empty)
 
+
+def duplicates(rows: dict[str, list[Row]]) -> list[Finding]:
+    """An id on two rows of a split; the same normalised dialogue twice in a split."""
     twice_ids, twice_dialogues = [], []
     for split, split_rows in rows.items():
         by_id, by_text = defaultdict(list), defaultdict(list)
         for r in split_rows:
             by_id[r.id].append(r)
             by_text[normalise(r.dialogue)].append(r)
-        twice_ids += [" = ".join(name(split, r) + f" (row {r.number})" for r in group)
+        twice_ids += [" = ".join(f"{name(split, r)} (row {r.number})" for r in group)
                       for key, group in by_id.items() if key and len(group) > 1]
-        twice_dialogues += [" = ".join(name(split, r) for r in group) for key, group in by_text.items()
-                            if key and len(group) > 1]
-    findings.append(Finding("problem" if twice_ids else "ok", "duplicate ids",
-                            f"{len(twice_ids)} ids on two rows or more of a split (training stops)" if twice_ids
-                            else "every id once per split", twice_ids))
-    findings.append(Finding("warn" if twice_dialogues else "ok", "duplicate dialogues",
-                            f"{len(twice_dialogues)} dialogues appear twice or more within a split (normalised "
-                            "text)" if twice_dialogues else "no dialogue twice within a split", twice_dialogues))
+        twice_dialogues += [" = ".join(name(split, r) for r in group)
+                            for key, group in by_text.items() if key and len(group) > 1]
+    return [Finding("problem" if twice_ids else "ok", "duplicate ids", f"{len(twice_ids)} ids on two rows or more "
+                    "of a split (training stops)" if twice_ids else "every id once per split", twice_ids),
+            Finding("warn" if twice_dialogues else "ok", "duplicate dialogues",
+                    f"{len(twice_dialogues)} dialogues appear twice or more within a split (normalised text)"
+                    if twice_dialogues else "no dialogue twice within a split", twice_dialogues)]
 
+
+def leaks(rows: dict[str, list[Row]]) -> list[Finding]:
+    """Dialogues in two splits: exactly (normalised text), then nearly (the pairs not already exact)."""
     texts = {split: [r.dialogue for r in split_rows] for split, split_rows in rows.items()}
     exact = exact_pairs(texts)
     near = [p for p in near_pairs(texts) if normalise(texts[p.split_a][p.i]) != normalise(texts[p.split_b][p.j])]
-    findings.append(Finding("problem" if exact else "ok", "leak",
-                            f"{len(exact)} dialogues are in two splits (normalised text equal)" if exact else
-                            "no dialogue in two splits (normalised text)",
-                            [f"{name(p.split_b, rows[p.split_b][p.j])} = {name(p.split_a, rows[p.split_a][p.i])}"
-                             for p in exact]))
-    findings.append(Finding("warn" if near else "ok", "near leak",
-                            f"{len(near)} more pairs in two splits are near duplicates (word {SHINGLE_WORDS}-gram "
-                            f"Jaccard >= {NEAR_THRESHOLD})" if near else
-                            f"no near duplicates across splits (word {SHINGLE_WORDS}-gram Jaccard >= {NEAR_THRESHOLD})",
-                            [f"{name(p.split_b, rows[p.split_b][p.j])} ~ {name(p.split_a, rows[p.split_a][p.i])} "
-                             f"({p.similarity:.2f})" for p in near]))
+    shingles = f"word {SHINGLE_WORDS}-gram Jaccard >= {NEAR_THRESHOLD}"
 
-    cut_prompts, cut_summaries, ratios, long_summaries, formats = [], [], [], [], Counter()
-    no_speakers = []
+    def pair(p, sign: str) -> str:  # the later split first: the test row that leaked, then where from
+        return f"{name(p.split_b, rows[p.split_b][p.j])} {sign} {name(p.split_a, rows[p.split_a][p.i])}"
+    return [Finding("problem" if exact else "ok", "leak", f"{len(exact)} dialogues are in two splits (normalised "
+                    "text equal)" if exact else "no dialogue in two splits (normalised text)",
+                    [pair(p, "=") for p in exact]),
+            Finding("warn" if near else "ok", "near leak", f"{len(near)} more pairs in two splits are near "
+                    f"duplicates ({shingles})" if near else f"no near duplicates across splits ({shingles})",
+                    [f"{pair(p, '~')} ({p.similarity:.2f})" for p in near])]
+
+
+def token_budgets(rows: dict[str, list[Row]], tokenizer, template: str, max_input_tokens: int,
+                  max_target_tokens: int, numbers: dict) -> list[Finding]:
+    """Prompts over --max-input-tokens and summaries over --max-target-tokens, per split (`numbers` filled in)."""
+    cut = {"prompts": [], "summaries": []}
     for split, split_rows in rows.items():
         prompts = [zero_shot_prompt(r.dialogue, template) for r in split_rows]
-        prompt_lengths = [len(ids) for ids in tokenizer(prompts, verbose=False).input_ids] if prompts else []
         refs = [(r, ref) for r in split_rows for ref in r.references if ref]
-        ref_lengths = [len(ids) for ids in tokenizer([ref for _, ref in refs], verbose=False).input_ids] if refs else []
-        numbers["splits"][split] = {"rows": len(split_rows), "prompts": over_budget(prompt_lengths, max_input_tokens),
-                                    "summaries": over_budget(ref_lengths, max_target_tokens)}
-        cut_prompts += [name(split, r) for r, n in zip(split_rows, prompt_lengths) if n > max_input_tokens]
-        cut_summaries += [name(split, r) for (r, _), n in zip(refs, ref_lengths) if n > max_target_tokens]
+        for kind, texts, owners, budget in (("prompts", prompts, split_rows, max_input_tokens),
+                                            ("summaries", [ref for _, ref in refs], [r for r, _ in refs],
+                                             max_target_tokens)):
+            lengths = [len(ids) for ids in tokenizer(texts, verbose=False).input_ids] if texts else []
+            numbers["splits"][split][kind] = over_budget(lengths, budget)
+            cut[kind] += [name(split, r) for r, n in zip(owners, lengths) if n > budget]
+
+    def verdict(kind: str, one: str, flag: str, budget: int, consequence: str) -> Finding:
+        parts = [f"{s} {n[kind]['over']:,} (by {n[kind]['over_by_mean']:g} tokens on average, "
+                 f"{n[kind]['over_by_max']} at most)" for s, n in numbers["splits"].items() if n[kind]["over"]]
+        return Finding("warn" if parts else "ok", f"{one} tokens",
+                       f"{kind} longer than {flag} {budget}: {'; '.join(parts)} ({consequence})" if parts
+                       else f"every {one} fits {flag} {budget}", cut[kind])
+    return [verdict("prompts", "prompt", "--max-input-tokens", max_input_tokens,
+                    "their dialogues are cut, the question kept"),
+            verdict("summaries", "summary", "--max-target-tokens", max_target_tokens, "cut when learned")]
+
+
+def summary_lengths(rows: dict[str, list[Row]], numbers: dict) -> Finding:
+    """Words of each summary over words of its dialogue; a summary as long as its dialogue is suspicious."""
+    ratios, long = [], []
+    for split, split_rows in rows.items():
         for r in split_rows:
             words = len(r.dialogue.split())
             for ref in filter(None, r.references):
                 ratios.append(len(ref.split()) / max(1, words))
                 if len(ref.split()) >= words:
-                    long_summaries.append(name(split, r))
-            fmt = speaker_format(r.dialogue)
-            formats[fmt] += 1
-            if fmt == "none found":
-                no_speakers.append(name(split, r))
+                    long.append(name(split, r))
+    spread = {"median": round(median(ratios), 3) if ratios else 0, "p5": round(percentile(ratios, 0.05), 3),
+              "p95": round(percentile(ratios, 0.95), 3)}
+    numbers["summary_to_dialogue_words"] = spread
+    return Finding("warn" if long else "ok", "summary length",
+                   (f"{len(long)} summaries as long as their dialogue or longer (swapped columns?); " if long else "")
+                   + f"summaries have {spread['median']:.0%} of their dialogue's words (median; 5th-95th percentile "
+                   f"{spread['p5']:.0%}-{spread['p95']:.0%})", long)
 
-    def budget_text(kind: str, flag: str, budget: int, what: str) -> str:
-        parts = [f"{s} {n[kind]['over']:,} (by {n[kind]['over_by_mean']:g} tokens on average, {n[kind]['over_by_max']} "
-                 f"at most)" for s, n in numbers["splits"].items() if n[kind]["over"]]
-        return f"{what} longer than {flag} {budget}: {'; '.join(parts)}" if parts else \
-            f"every {what[:-1]} fits {flag} {budget}"
-    findings.append(Finding("warn" if cut_prompts else "ok", "prompt tokens",
-                            budget_text("prompts", "--max-input-tokens", max_input_tokens, "prompts") +
-                            (" (their dialogues are cut, the question kept)" if cut_prompts else ""), cut_prompts))
-    findings.append(Finding("warn" if cut_summaries else "ok", "summary tokens",
-                            budget_text("summaries", "--max-target-tokens", max_target_tokens, "summaries") +
-                            (" (cut when learned)" if cut_summaries else ""), cut_summaries))
-    numbers["summary_to_dialogue_words"] = {"median": round(median(ratios), 3) if ratios else None,
-                                            "p5": round(percentile(ratios, 0.05), 3),
-                                            "p95": round(percentile(ratios, 0.95), 3)}
-    spread = numbers["summary_to_dialogue_words"]
-    findings.append(Finding("warn" if long_summaries else "ok", "summary length",
-                            (f"{len(long_summaries)} summaries as long as their dialogue or longer (swapped columns?); "
-                             if long_summaries else "") +
-                            f"summaries have {spread['median'] or 0:.0%} of their dialogue's words (median; 5th-95th "
-                            f"percentile {spread['p5']:.0%}-{spread['p95']:.0%})", long_summaries))
+
+def speakers(rows: dict[str, list[Row]], numbers: dict) -> Finding:
+    formats = Counter(speaker_format(r.dialogue) for split_rows in rows.values() for r in split_rows)
     numbers["speaker_formats"] = dict(formats)
+    unlabelled = [name(split, r) for split, split_rows in rows.items() for r in split_rows
+                  if speaker_format(r.dialogue) == "none found"]
     shares = ", ".join(f"{fmt} in {count:,}" for fmt, count in formats.most_common())
-    findings.append(Finding("warn" if len(formats) > 1 else "ok", "speakers",
-                            f"speaker format: {shares} of {sum(formats.values()):,} dialogues", no_speakers))
-    return findings, numbers
+    return Finding("warn" if len(formats) > 1 else "ok", "speakers",
+                   f"speaker format: {shares} of {sum(formats.values()):,} dialogues", unlabelled)
