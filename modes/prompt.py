@@ -76,7 +76,8 @@ def config_from_args(args, mode: str | None = None, output_dir: Path | None = No
                          "use --split validation or test")
     if args.adapter:  # before anything slow: the folder must be an adapter's
         check_adapter_folder(args.adapter)
-    if shots and args.prompt is not None:
+    data.check_files((data.split, "train") if shots else (data.split,))
+    if shots and args.prompt is not None and mode == args.mode:  # --mode compare: its one/few-shot keep FLAN's
         raise ValueError(f"--prompt replaces the zero-shot template; --mode {mode} keeps FLAN's few-shot template")
     prompt, prompt_from = (None, "FLAN's few-shot template") if shots else choose_template(
         args.prompt, args.adapter, args.model if is_local(args.model) else None)

@@ -4,7 +4,7 @@
         --input chats.csv --dialogue-column chat --output chats.summaries.csv
     echo "Amanda: Are you coming? ..." | python run.py --mode summarise --adapter runs/lora/adapter --input -
 
-A file's rows are written to `--output` (.csv or .jsonl, whichever the input was) with all their columns and one
+A file's rows are written to `--output` (.csv or .jsonl, as its name ends) with all their columns and one
 more, `--summary-column` (default `prediction`, the column name of a run's predictions.csv, so `--mode score
 --prediction-column prediction` scores it). `--input -` reads one dialogue from standard input and prints its
 summary (and writes it too when `--output` is given). A progress bar counts the batches.

@@ -1,4 +1,4 @@
-"""`python run.py --mode full|lora`: fine-tune FLAN-T5 on DialogSum's train split, validate, then evaluate.
+"""`python run.py --mode full|lora`: fine-tune FLAN-T5 on a train split, validate, then evaluate.
 
 `config_from_args` reads the flags once into a `TrainRun`, every check made and the learning rate and precision
 resolved, before anything slow starts; below it nothing sees the command line. Default learning rates follow the
@@ -7,9 +7,10 @@ course's seeds: LoRA 1e-3; full 1e-4 for d_model <= 512, else 1e-5; below d_mode
 `load_best_model_at_end`), or with `--select-by rouge1|...` the highest validation ROUGE, the validation dialogues
 summarised as the evaluation will summarise (train_loop/val_rouge.py): full fine-tuning saves it with
 `save_pretrained`, LoRA its adapter in peft's format, each with the prompt template it learned (`prompt.json`, read
-back by `--adapter` and `--model`). `processes` is loop.py's `OneProcess`, or under torchrun distributed.py's `Parallel`:
-each process trains on its share of every batch and summarises its share of the dialogues; rank 0 alone prepares
-the folder, prints and writes.
+back by `--adapter` and `--model`). `processes` is loop.py's `OneProcess`, or under torchrun distributed.py's
+`Parallel`: each process trains on its share of every batch and summarises its share of the dialogues; rank 0
+alone prepares the folder, prints and writes. The dialogues are DialogSum's, or your own files' (`data_config`,
+prompting/own_data.py).
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ class TrainRun:
     train: TrainConfig               # the optimiser, the steps, the precision (resolved for the device)
     lr_default: bool                 # --lr left out: train.optim.lr is the mode's default for this model
     lora: LoRAConfig | None          # None in --mode full
-    prompt: str                      # the template, {dialogue} in it: --prompt, the one saved with --model, the course's
+    prompt: str                      # {dialogue} in it: --prompt, else the one saved with --model, else the course's
     generation: GenerationConfig
     use_stemmer: bool
     merge: bool                      # also save the model with the adapter merged in
@@ -62,8 +63,8 @@ class TrainRun:
 
 
 # What a resume may change: the evaluation, where results go, and words.
-NOT_TRAINING = ("data.split", "data.max_eval_samples", "data.test_file", "generation.", "use_stemmer", "merge", "output_dir",
-                "overwrite", "resume", "device", "precision_reason", "lr_default", "train.save_every",
+NOT_TRAINING = ("data.split", "data.max_eval_samples", "data.test_file", "generation.", "use_stemmer", "merge",
+                "output_dir", "overwrite", "resume", "device", "precision_reason", "lr_default", "train.save_every",
                 "train.progress_bar")
 
 
@@ -119,6 +120,7 @@ def config_from_args(args, mode: str | None = None, output_dir: Path | None = No
     """The run the flags describe (`mode` and `output_dir` given: one run of --mode compare or sweep)."""
     mode = mode or args.mode
     data, generation = data_config(args), GenerationConfig(args.max_new_tokens, args.num_beams)
+    data.check_files(("train", "validation", data.split))
     lora = lora_config(args)  # checked in --mode full too: a bad flag is refused, whatever the mode
     if args.merge and mode != "lora":
         raise ValueError("--merge merges a LoRA adapter: use it with --mode lora")

@@ -121,8 +121,8 @@ def leaks(rows: dict[str, list[Row]]) -> list[Finding]:
 
     def pair(p, sign: str) -> str:  # the later split first: the test row that leaked, then where from
         return f"{name(p.split_b, rows[p.split_b][p.j])} {sign} {name(p.split_a, rows[p.split_a][p.i])}"
-    return [Finding("problem" if exact else "ok", "leak", f"{len(exact)} dialogues are in two splits (normalised "
-                    "text equal)" if exact else "no dialogue in two splits (normalised text)",
+    return [Finding("problem" if exact else "ok", "leak", f"{len(exact)} pairs of rows in two splits hold the same "
+                    "dialogue (normalised text equal)" if exact else "no dialogue in two splits (normalised text)",
                     [pair(p, "=") for p in exact]),
             Finding("warn" if near else "ok", "near leak", f"{len(near)} more pairs in two splits are near "
                     f"duplicates ({shingles})" if near else f"no near duplicates across splits ({shingles})",

@@ -82,6 +82,14 @@ class DataConfig:
         """The dialogues come from your own files (own_data.py), not from DialogSum's layout."""
         return self.one_file or any((self.train_file, self.validation_file, self.test_file))
 
+    def check_files(self, splits) -> None:
+        """With one file per split, those of `splits` (what the run will read) are given: checked before training."""
+        if self.own_files and not self.one_file:
+            for split in dict.fromkeys(splits):
+                if not getattr(self, f"{split}_file"):
+                    raise ValueError(f"--{split}-file: not given, and this run reads the {split} split; add "
+                                     f"--{split}-file FILE, or give one file to split with --data")
+
 
 @dataclass(frozen=True)
 class Example:

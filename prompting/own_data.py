@@ -128,13 +128,8 @@ def load_own_split(data: DataConfig, split: str) -> list[Example]:
         examples = check_rows(rows, data)
         parts = split_groups([r.dialogue for r in rows], data.validation_size, data.test_size, data.split_seed)
         return [examples[i] for i in parts[split]]
-    file = getattr(data, f"{split}_file")
-    if not file:
-        given = ", ".join(f"{split_file_flag(s)} {getattr(data, f'{s}_file')}" for s in SPLITS
-                          if getattr(data, f"{s}_file"))
-        raise ValueError(f"{split_file_flag(split)}: not given, and this run reads the {split} split ({given}); "
-                         f"add {split_file_flag(split)} FILE, or give one file with --data to split")
-    return check_rows(read_rows(file, data, split_file_flag(split)), data)
+    data.check_files([split])
+    return check_rows(read_rows(getattr(data, f"{split}_file"), data, split_file_flag(split)), data)
 
 
 def split_record(data: DataConfig) -> dict:

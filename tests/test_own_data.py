@@ -115,4 +115,7 @@ def test_every_bad_input_is_one_line_naming_the_file_row_or_flag(samsum_csv, tmp
     assert "--dialogue-column names a column of your own files" in line
     line = fails(zero_shot(samsum_csv, out, "--train-file", str(samsum_csv)), capsys)
     assert "give one file to split with --data, or one file per split, not both" in line
+    line = fails(["--mode", "lora", "--model", str(BABY), "--train-file", str(samsum_csv), "--validation-file",
+                  str(samsum_csv), "--dialogue-column", "chat", "--output-dir", str(out)], capsys)
+    assert "--test-file: not given, and this run reads the test split" in line  # before training, not after
     assert not out.exists()  # nothing was left behind

@@ -49,6 +49,10 @@ def test_early_stopping_stops_after_patience_validations_without_a_better_one_an
     again = train(tiny_model(), lambda e: batches, config, CPU, folder=tmp_path, val_batches=val, resume=True,
                   val_rouge=ScriptedRouge([]))
     assert (again.progress.step, again.progress.best_step) == (4, 2)  # nothing more trained, nothing re-chosen
+    at_the_end = train(tiny_model(), lambda e: batches, quick_config(max_steps=4, grad_accum=1, eval_every=1,
+                                                                     select_by="rouge1", patience=2), CPU,
+                       val_batches=val, val_rouge=ScriptedRouge([0.5, 0.6, 0.6, 0.55]))
+    assert not at_the_end.progress.stopped_early  # patience ran out at the last step: not an early stop
 
 
 def test_loss_selection_needs_no_summaries_and_rouge_selection_refuses_to_run_without(tmp_path):

@@ -83,5 +83,6 @@ def test_the_rouge_that_chose_the_weights_is_the_final_rouge_and_the_split_is_re
     assert metrics["best_val_score"] == best["val_rougeL"] == pytest.approx(metrics["rougeL"], abs=1e-12)
     assert metrics["best_val_score"] > 0
     split = metrics["data_split"]
-    assert split["rule"] == SPLIT_RULE and (split["train_rows"], split["validation_rows"], split["test_rows"]) == (30, 6, 4)
+    assert split["rule"] == SPLIT_RULE
+    assert (split["train_rows"], split["validation_rows"], split["test_rows"]) == (30, 6, 4)
     assert metrics["examples"] == 6 and metrics["prompt"] == PROMPT

@@ -278,7 +278,8 @@ def train(model, batches_for_epoch: Callable[[int], list[Batch]], config: TrainC
                         store.save_best(folder, model)
                 else:
                     progress.validations_since_best += 1
-                    progress.stopped_early = 0 < config.patience <= progress.validations_since_best
+                    progress.stopped_early = (0 < config.patience <= progress.validations_since_best
+                                              and progress.step < total)  # stopped before the last step
             progress.train_seconds += time.perf_counter() - tick
             if folder is not None and (last or stop.requested or progress.stopped_early or
                                        (config.save_every and progress.step % config.save_every == 0)):
