@@ -6,6 +6,8 @@
     python run.py --mode analyse --adapters DIR...     # what adapters learned (LoRA paper, section 7)
     python run.py --mode sweep --ranks 1,2,4,8         # the same LoRA run for several ranks or target sets
     python run.py --mode score --predictions FILE ...  # ROUGE for predictions any tool wrote (CSV or JSONL)
+    python run.py --mode check-data --data FILE.csv    # your own dialogues checked before training on them
+    python run.py --mode summarise --input FILE|- ...  # summaries of a file's dialogues, or of one from stdin
     torchrun --nproc_per_node N run.py --mode full|lora  # the same training on N processes (GPUs, machines)
 
 This file reads the command line and hands it to the mode's runner (modes/): its `config_from_args` builds the run's
@@ -24,7 +26,7 @@ from pathlib import Path
 
 PROMPT_MODES = ("zero-shot", "one-shot", "few-shot")
 TRAIN_MODES = ("full", "lora")
-MODES = PROMPT_MODES + TRAIN_MODES + ("compare", "analyse", "sweep", "score", "pretrain")
+MODES = PROMPT_MODES + TRAIN_MODES + ("compare", "analyse", "sweep", "score", "pretrain", "check-data", "summarise")
 CPU_KERNELS_DEFAULT = True  # decided by a side-by-side measurement: README, "Speed"
 
 
@@ -42,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--random-init", action="store_true",
                    help="the model folder's architecture with random weights (smoke runs, benchmarks)")
     g.add_argument("--data", default="knkarthick/dialogsum",
-                   help="hub id, or a local folder (official dialogsum.*.jsonl, or train/validation/test .jsonl/.csv)")
+                   help="hub id, a local folder (official dialogsum.*.jsonl, or train/validation/test .jsonl/.csv), "
+                        "or one .csv/.jsonl file of your own, split by --validation-size, --test-size, --split-seed")
     g.add_argument("--split", default="test", choices=("train", "validation", "test"), help="split to evaluate on")
     g.add_argument("--max-train-samples", type=int, default=None, help="train on the first N of a fixed shuffle")
     g.add_argument("--max-eval-samples", type=int, default=None, help="evaluate on the first N dialogues")
@@ -73,12 +76,39 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--group-by", default="row", choices=("row", "dialogue"),
                    help="row: each row against its one reference (the course's way); dialogue: a dialogue's rows "
                         "scored once against all its references, best per ROUGE type")
-    g.add_argument("--dialogue-column", default=None, metavar="NAME",
-                   help="--group-by dialogue: the column naming each row's dialogue (default: consecutive rows "
-                        "with the same prediction, as in the course's results file)")
     g.add_argument("--lsum-sentences", action=argparse.BooleanOptionalAction, default=True,
                    help="score: split summaries into sentences before ROUGE-Lsum (the Hugging Face summarization "
                         "example's way); without, the text as written (as evaluate: Lsum equals ROUGE-L)")
+
+    g = p.add_argument_group("your own dialogues: any .csv or .jsonl file, checked, trained on, summarised")
+    g.add_argument("--train-file", default=None, metavar="FILE", help="train dialogues (instead of --data)")
+    g.add_argument("--validation-file", default=None, metavar="FILE", help="validation dialogues")
+    g.add_argument("--test-file", default=None, metavar="FILE", help="test dialogues")
+    g.add_argument("--dialogue-column", default=None, metavar="NAME",
+                   help="the column holding each dialogue (your files: default 'dialogue'); score --group-by "
+                        "dialogue: the rows of one dialogue share it (default: consecutive rows with the same "
+                        "prediction, as in the course's results file)")
+    g.add_argument("--summary-column", nargs="+", default=None, metavar="NAME",
+                   help="the column(s) of human summaries, several: several references per dialogue (default "
+                        "'summary'); summarise: the column the summaries are written to (default 'prediction')")
+    g.add_argument("--id-column", default=None, metavar="NAME", help="ids of the rows (default: numbered row-1, ...)")
+    g.add_argument("--validation-size", type=float, default=0.1,
+                   help="--data FILE: validation dialogues, a fraction (below 1) or a number")
+    g.add_argument("--test-size", type=float, default=0.1, help="--data FILE: test dialogues, as --validation-size")
+    g.add_argument("--split-seed", type=int, default=42, help="--data FILE: the seed of the split (not --seed's)")
+    g.add_argument("--prompt", default=None, metavar="TEMPLATE",
+                   help="the prompt, with {dialogue} once, for training, zero-shot, check-data and summarise "
+                        "(default: the one saved with --adapter or --model, else the course's); one/few-shot keep "
+                        "FLAN's templates")
+    g.add_argument("--input", default=None, metavar="FILE|-",
+                   help="summarise: a .csv/.jsonl file of dialogues, or - for one dialogue on standard input")
+    g.add_argument("--output", default=None, metavar="FILE",
+                   help="summarise: the .csv/.jsonl file written, the input's columns and the summaries")
+    g.add_argument("--select-by", default="loss", choices=("loss", "rouge1", "rouge2", "rougeL", "rougeLsum"),
+                   help="full|lora: keep the weights with the lowest validation loss, or the highest validation "
+                        "ROUGE (--max-val-samples dialogues, summarised with the run's generation settings)")
+    g.add_argument("--early-stopping-patience", type=int, default=0, metavar="N",
+                   help="full|lora: stop after N validations without improvement of --select-by (0: never)")
 
     g = p.add_argument_group("where and how")
     g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -173,6 +203,10 @@ def dispatch(args: argparse.Namespace):
         from modes.sweep import config_from_args, run
     elif args.mode == "score":
         from modes.score import config_from_args, run
+    elif args.mode == "check-data":
+        from modes.check_data import config_from_args, run
+    elif args.mode == "summarise":
+        from modes.summarise import config_from_args, run
     else:
         from modes.pretrain import config_from_args, run
     return run(config_from_args(args))
@@ -206,7 +240,9 @@ def use_local_cache_if_offline(args: argparse.Namespace) -> None:
     (set before transformers/datasets are imported: they read these variables once)."""
     from model.load import is_local
 
-    names = [args.model, args.data] if args.mode != "score" and (args.mode != "compare" or not args.runs) else []
+    own_files = args.train_file or args.validation_file or args.test_file or args.data.endswith((".csv", ".jsonl"))
+    data = [] if own_files or args.mode == "summarise" else [args.data]
+    names = [args.model, *data] if args.mode != "score" and (args.mode != "compare" or not args.runs) else []
     if any(not is_local(n) for n in names):
         from model.hub import hub_is_reachable
 

@@ -37,14 +37,20 @@ class Item(NamedTuple):
     prediction: str
 
 
-def read_table(path: str | os.PathLike) -> tuple[list[str], list[dict]]:
-    """(columns, rows) of a .csv (header row first) or .jsonl (one JSON object per line) file."""
+def read_table(path: str | os.PathLike, flag: str = "--predictions") -> tuple[list[str], list[dict]]:
+    """(columns, rows) of a .csv (header row first) or .jsonl (one JSON object per line) file; `flag` is the option
+    that named it, for the errors (--predictions here; --data, --train-file, --input for your own dialogues)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"--predictions {path}: no such file")
-    text = path.read_text(encoding="utf-8-sig")  # a BOM from spreadsheet software is not part of the first column
+        raise FileNotFoundError(f"{flag} {path}: no such file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # a BOM from spreadsheet software is not part of the first column
+    except UnicodeDecodeError as err:
+        line = path.read_bytes().count(b"\n", 0, err.start) + 1
+        raise ValueError(f"{flag} {path}, line {line}: not valid UTF-8 text ({err.reason}); save the file as "
+                         "UTF-8") from None
     if not text.strip():
-        raise ValueError(f"--predictions {path}: the file is empty")
+        raise ValueError(f"{flag} {path}: the file is empty")
     if path.suffix.lower() == ".jsonl":
         rows = []
         for number, line in enumerate(text.splitlines(), start=1):
@@ -53,10 +59,10 @@ def read_table(path: str | os.PathLike) -> tuple[list[str], list[dict]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(f"--predictions {path}, line {number}: not valid JSON ({err.msg}); "
+                raise ValueError(f"{flag} {path}, line {number}: not valid JSON ({err.msg}); "
                                  "a .jsonl file holds one JSON object per line") from None
             if not isinstance(row, dict):
-                raise ValueError(f"--predictions {path}, line {number}: expected a JSON object, got "
+                raise ValueError(f"{flag} {path}, line {number}: expected a JSON object, got "
                                  f"{type(row).__name__}")
             rows.append(row)
         columns = list(dict.fromkeys(key for row in rows for key in row))
@@ -65,9 +71,9 @@ def read_table(path: str | os.PathLike) -> tuple[list[str], list[dict]]:
         columns = [c for c in (reader.fieldnames or [])]
         rows = list(reader)
     else:
-        raise ValueError(f"--predictions {path}: expected a .csv or .jsonl file, got '{path.suffix or 'no suffix'}'")
+        raise ValueError(f"{flag} {path}: expected a .csv or .jsonl file, got '{path.suffix or 'no suffix'}'")
     if not rows:
-        raise ValueError(f"--predictions {path}: the file has a header but no rows")
+        raise ValueError(f"{flag} {path}: the file has a header but no rows")
     return columns, rows
 
 

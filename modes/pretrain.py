@@ -59,6 +59,9 @@ def config_from_args(args) -> PretrainRun:
                          "--random-init, --adapter and --merge")
     check_model_folder(args.model, need_weights=False)
     data = data_config(args)
+    if data.own_files:
+        raise ValueError("--mode pretrain reads DialogSum's train dialogues (--data FOLDER or hub id); your own "
+                         "files are for --mode full|lora, zero-shot, check-data and summarise")
     check_batch_split(args.batch_size, 1)
     device = resolve_device(args.device)
     precision, precision_reason = choose_precision(args.precision, device)

@@ -1,12 +1,16 @@
-"""`python run.py --mode full|lora`: fine-tune FLAN-T5 on DialogSum's train split, validate, then evaluate.
+"""`python run.py --mode full|lora`: fine-tune FLAN-T5 on a train split, validate, then evaluate.
 
 `config_from_args` reads the flags once into a `TrainRun`, every check made and the learning rate and precision
 resolved, before anything slow starts; below it nothing sees the command line. Default learning rates follow the
 course's seeds: LoRA 1e-3; full 1e-4 for d_model <= 512, else 1e-5; below d_model 256 (models/baby-flan-t5) LoRA
 3e-3 and full 1e-3 (`default_lr`). The model saved and evaluated has the lowest validation loss (the Trainer's
-`load_best_model_at_end`): full fine-tuning saves it with `save_pretrained`, LoRA its adapter in peft's format. `processes` is loop.py's `OneProcess`, or under torchrun distributed.py's `Parallel`:
-each process trains on its share of every batch and summarises its share of the dialogues; rank 0 alone prepares
-the folder, prints and writes.
+`load_best_model_at_end`), or with `--select-by rouge1|...` the highest validation ROUGE, the validation dialogues
+summarised as the evaluation will summarise (train_loop/val_rouge.py): full fine-tuning saves it with
+`save_pretrained`, LoRA its adapter in peft's format, each with the prompt template it learned (`prompt.json`, read
+back by `--adapter` and `--model`). `processes` is loop.py's `OneProcess`, or under torchrun distributed.py's
+`Parallel`: each process trains on its share of every batch and summarises its share of the dialogues; rank 0
+alone prepares the folder, prints and writes. The dialogues are DialogSum's, or your own files' (`data_config`,
+prompting/own_data.py).
 """
 from __future__ import annotations
 
@@ -23,8 +27,8 @@ from lora.layer import LoRAConfig
 from model.device import MemoryLedger, choose_precision, describe_machine, resolve_device
 from model.generate import GenerationConfig, generate, mean_length
 from model.load import count_parameters, is_local, load_model_and_tokenizer, model_width
-from prompting.dialogsum import DataConfig, load_split
-from prompting.prompts import build_prompts
+from prompting.dialogsum import DEFAULT_DATA, DataConfig, load_data
+from prompting.prompts import build_prompts, choose_template, save_template
 from train_loop import checkpoint as ckpt
 from train_loop.data import batches_by_epoch, check_batch_split
 from train_loop.loop import LOG_FILE, OneProcess, TrainConfig, read_log, train
@@ -44,6 +48,7 @@ class TrainRun:
     train: TrainConfig               # the optimiser, the steps, the precision (resolved for the device)
     lr_default: bool                 # --lr left out: train.optim.lr is the mode's default for this model
     lora: LoRAConfig | None          # None in --mode full
+    prompt: str                      # {dialogue} in it: --prompt, else the one saved with --model, else the course's
     generation: GenerationConfig
     use_stemmer: bool
     merge: bool                      # also save the model with the adapter merged in
@@ -60,8 +65,8 @@ class TrainRun:
 
 
 # What a resume may change: the evaluation, where results go, and words.
-NOT_TRAINING = ("data.split", "data.max_eval_samples", "generation.", "use_stemmer", "merge", "output_dir",
-                "overwrite", "resume", "device", "precision_reason", "lr_default", "train.save_every",
+NOT_TRAINING = ("data.split", "data.max_eval_samples", "data.test_file", "generation.", "use_stemmer", "merge",
+                "output_dir", "overwrite", "resume", "device", "precision_reason", "lr_default", "train.save_every",
                 "train.progress_bar")
 
 
@@ -89,8 +94,22 @@ def lora_config(args) -> LoRAConfig:
 
 
 def data_config(args) -> DataConfig:
-    return DataConfig(args.data, args.split, args.seed, args.max_train_samples, args.max_val_samples,
-                      args.max_eval_samples, args.max_input_tokens, args.max_target_tokens)
+    """--data, or your own files (--train-file & co.), whose columns and split the other flags name (own_data.py)."""
+    files = (args.train_file, args.validation_file, args.test_file)
+    if any(files) and args.data != DEFAULT_DATA:
+        raise ValueError(f"--data {args.data} and --train-file/--validation-file/--test-file: give one file to split "
+                         "with --data, or one file per split, not both")
+    data = DataConfig(None if any(files) else args.data, args.split, args.seed, args.max_train_samples,
+                      args.max_val_samples, args.max_eval_samples, args.max_input_tokens, args.max_target_tokens,
+                      *files, args.dialogue_column or "dialogue", tuple(args.summary_column or ("summary",)),
+                      args.id_column, args.validation_size, args.test_size, args.split_seed)
+    columns = [flag for flag, value in (("--dialogue-column", args.dialogue_column),
+                                        ("--summary-column", args.summary_column), ("--id-column", args.id_column))
+               if value]
+    if columns and not data.own_files:
+        raise ValueError(f"{columns[0]} names a column of your own files (--data FILE.csv|FILE.jsonl, or --train-file "
+                         f"& co.); --data {args.data} is read in DialogSum's layout")
+    return data
 
 
 def train_config(args, lr: float, precision: str) -> TrainConfig:
@@ -98,13 +117,14 @@ def train_config(args, lr: float, precision: str) -> TrainConfig:
                         eps=args.adam_eps, warmup_steps=args.warmup_steps, schedule=args.lr_schedule,
                         loraplus_lr_ratio=args.loraplus_lr_ratio)
     return TrainConfig(optim, args.epochs, args.max_steps, args.grad_accum, args.max_grad_norm, args.eval_every,
-                       args.save_every, precision)
+                       args.save_every, precision, select_by=args.select_by, patience=args.early_stopping_patience)
 
 
 def config_from_args(args, mode: str | None = None, output_dir: Path | None = None) -> TrainRun:
     """The run the flags describe (`mode` and `output_dir` given: one run of --mode compare or sweep)."""
     mode = mode or args.mode
     data, generation = data_config(args), GenerationConfig(args.max_new_tokens, args.num_beams)
+    data.check_files(("train", "validation", data.split))
     lora = lora_config(args)  # checked in --mode full too: a bad flag is refused, whatever the mode
     if args.merge and mode != "lora":
         raise ValueError("--merge merges a LoRA adapter: use it with --mode lora")
@@ -114,6 +134,10 @@ def config_from_args(args, mode: str | None = None, output_dir: Path | None = No
                          "(or one-shot / few-shot)")
     processes = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's; checked before any process waits on another
     check_batch_split(args.batch_size, processes)
+    if args.select_by != "loss" and processes > 1:
+        raise ValueError(f"--select-by {args.select_by} summarises the validation dialogues on one process; under "
+                         "torchrun keep --select-by loss")
+    prompt = choose_template(args.prompt, args.model if is_local(args.model) else None)[0]
     device = resolve_device(args.device)
     if args.fsdp and processes == 1:
         raise ValueError("--fsdp shards the model over several processes: launch run.py with "
@@ -124,7 +148,8 @@ def config_from_args(args, mode: str | None = None, output_dir: Path | None = No
     width = model_width(args.model) if mode == "full" or is_local(args.model) else 512
     lr = args.lr if args.lr is not None else default_lr(mode, width)
     return TrainRun(mode, args.model, args.random_init, args.seed, data, args.batch_size,
-                    train_config(args, lr, precision), args.lr is None, lora if mode == "lora" else None, generation,
+                    train_config(args, lr, precision), args.lr is None, lora if mode == "lora" else None, prompt,
+                    generation,
                     args.stemmer, args.merge, Path(output_dir or args.output_dir or Path("runs") / mode),
                     args.overwrite, args.resume, device.type, precision_reason, processes, args.fsdp, args.cpu_kernels,
                     args.quantize_base, args.nf4_double_quant)
@@ -187,14 +212,23 @@ def train_and_evaluate(config: TrainRun, processes, device: torch.device) -> dic
               f"lr {config.train.optim.lr:g}{' (default)' if config.lr_default else ''}, batch "
               f"{config.batch_size} x {config.train.grad_accum}{shares}{', FSDP' if config.fsdp else ''}, "
               f"{device.type}; {config.precision_reason}; writing to {out}")
-    batches = {split: batches_by_epoch(examples_for(data, split, world), tokenizer, config.batch_size, data.seed,
-                                       data.max_input_tokens, data.max_label_tokens, processes.rank, world)
-               for split in ("train", "validation")}
+    examples = {split: examples_for(data, split, world) for split in ("train", "validation")}
+    batches = {split: batches_by_epoch(examples[split], tokenizer, config.batch_size, data.seed, data.max_input_tokens,
+                                       data.max_label_tokens, processes.rank, world, template=config.prompt)
+               for split in examples}
+    val_rouge = None
+    if config.train.select_by != "loss":  # the validation dialogues summarised as evaluate() will summarise
+        from train_loop.val_rouge import rouge_of_summaries
+
+        val_rouge = rouge_of_summaries(examples["validation"], tokenizer, config.prompt, config.generation,
+                                       config.batch_size, device, data.max_input_tokens, config.train.precision,
+                                       config.use_stemmer)
     if not processes.fsdp:  # on the device before the ledger reads it (FSDP moves only each process's shards)
         model.to(device)
     with MemoryLedger(model, device) as ledger:  # weights, gradients, optimiser state, the rest (model/device.py)
         result = train(model, batches["train"], config.train, device, folder=out, val_batches=batches["validation"](0),
-                       resume=config.resume, fingerprint=resume_fingerprint(config), processes=processes)
+                       resume=config.resume, fingerprint=resume_fingerprint(config), processes=processes,
+                       val_rouge=val_rouge)
     if main:
         plot_loss_curve(read_log(out / LOG_FILE), out / "loss_curve.png", title=f"{config.mode}: {config.model}")
     p = result.progress
@@ -213,11 +247,16 @@ def train_and_evaluate(config: TrainRun, processes, device: torch.device) -> dic
     artifact_bytes = processes.run_on_main(lambda: save_model(model, tokenizer, out, config))
     results = {"machine": describe_machine(device), "steps": p.step,
                "final_train_loss": p.losses[-1] if p.losses else None, "best_val_loss": p.best_val_loss,
-               "best_step": p.best_step,  # tokens/s over the whole training time, validation and checkpoints included:
+               "best_step": p.best_step, "selected_by": config.train.select_by, "best_val_score": p.best_score,
+               "stopped_early": p.stopped_early,  # tokens/s over the whole time, validation and checkpoints included:
                "tokens_per_s": round(p.tokens / max(p.train_seconds, 1e-9), 1), "skipped_steps": p.skipped_steps,
                "train_seconds": round(p.train_seconds, 1), "trainable_params": trainable, "total_params": total,
                "peak_memory_mb": round(result.peak_memory_mb, 1), "memory_ledger": ledger.result(),
                "artifact_bytes": artifact_bytes}
+    if data.own_files:
+        from prompting.own_data import split_record
+
+        results["data_split"] = split_record(data)
     return evaluate(config, model, tokenizer, out, device, {**as_record(config), **results}, processes)
 
 
@@ -226,7 +265,7 @@ def examples_for(data: DataConfig, split: str, processes: int) -> list:
     with fewer examples than processes is left out (train_loop/data.py), and an empty epoch trains nothing."""
     limit, flag = ((data.max_train_samples, "--max-train-samples") if split == "train"
                    else (data.max_val_samples, "--max-val-samples"))
-    examples = load_split(data.source, split, limit, data.seed)
+    examples = load_data(data, split, limit)
     if len(examples) < processes:
         raise ValueError(f"{flag} {limit}: {len(examples)} {split} dialogue(s) make no batch for {processes} "
                          f"processes; use at least {processes}")
@@ -237,9 +276,10 @@ def evaluate(config: TrainRun, model, tokenizer, out: Path, device, info: dict, 
     """Summaries of the evaluation split by the best model, ROUGE, metrics.json. On N processes each summarises
     every N-th dialogue; rank 0 gathers them back in order and scores them all, as one process would."""
     data = config.data
-    examples = load_split(data.source, data.split, max_samples=data.max_eval_samples, seed=data.seed)
-    # The zero-shot prompt the model was trained on, cut inside the template as in training (train_loop/data.py)
-    prompts = build_prompts(examples, tokenizer, shots=0, seed=data.seed, max_tokens=data.max_input_tokens).prompts
+    examples = load_data(data, data.split, data.max_eval_samples)
+    # The prompt the model was trained on, cut inside the template as in training (train_loop/data.py)
+    prompts = build_prompts(examples, tokenizer, shots=0, seed=data.seed, max_tokens=data.max_input_tokens,
+                            template=config.prompt).prompts
     start = time.perf_counter()
     mine = generate(model, tokenizer, processes.share(prompts), config.generation,
                     config.batch_size // processes.world_size, device, data.max_input_tokens, config.train.precision,
@@ -260,6 +300,7 @@ def evaluate(config: TrainRun, model, tokenizer, out: Path, device, info: dict, 
             merged = unload_lora(model, merge=True)
             merged.save_pretrained(out / "merged_model")
             tokenizer.save_pretrained(out / "merged_model")
+            save_template(out / "merged_model", config.prompt)
         return finish_run(out, examples, prompts, predictions, info, use_stemmer=config.use_stemmer)
     return processes.run_on_main(finish)
 
@@ -270,10 +311,11 @@ def folder_bytes(path: Path) -> int:
 
 def save_model(model, tokenizer, out: Path, config: TrainRun) -> int:
     """Full: a `save_pretrained` folder transformers loads. LoRA: the adapter in peft's format, naming the base
-    model. Returns its bytes."""
+    model. Either with the prompt template it was trained with (prompt.json). Returns its bytes."""
     if config.mode == "full":
         model.save_pretrained(out / "model")
         tokenizer.save_pretrained(out / "model")
+        save_template(out / "model", config.prompt)
         return folder_bytes(out / "model")
     from lora.adapter_file import save_adapter
 
@@ -282,4 +324,5 @@ def save_model(model, tokenizer, out: Path, config: TrainRun) -> int:
     local = Path(config.model).expanduser()
     base = str(local.resolve()) if local.exists() else config.model
     save_adapter(model, out / "adapter", base_model_name_or_path=base)
+    save_template(out / "adapter", config.prompt)
     return folder_bytes(out / "adapter")

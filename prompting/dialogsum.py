@@ -11,6 +11,9 @@ on how they store that (docs/NOTES.md, "DialogSum"):
 Both become the same list of `Example`s. The hub's layout, from the hub or saved locally (`train.jsonl`, `test.csv`,
 ...), is prompting/hub_layout.py's, loaded only for it: it folds consecutive rows that share a dialogue back into
 one example with all their references.
+
+Your own dialogues (one .csv/.jsonl file for `--data`, or `--train-file` & co., with any column names) are
+prompting/own_data.py's, also loaded only for them; `load_data` picks the reader a run's `DataConfig` asks for.
 """
 from __future__ import annotations
 
@@ -25,15 +28,18 @@ from typing import Iterator
 from model.load import is_local
 
 SPLITS = ("train", "validation", "test")
+DEFAULT_DATA = "knkarthick/dialogsum"  # --data's default: DialogSum from the Hugging Face hub
 OFFICIAL_FILES = {"train": "dialogsum.train.jsonl", "validation": "dialogsum.dev.jsonl", "test": "dialogsum.test.jsonl"}
 HUB_SUFFIXES = (".jsonl", ".csv")  # the hub's layout saved locally: train.jsonl, validation.csv, ...
+TABLE_SUFFIXES = (".csv", ".jsonl")  # --data FILE: one file of your own, split into the three (own_data.py)
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """Which dialogues a run reads and how many tokens of each (--data, --split, --seed, --max-*-samples,
-    --max-input-tokens, --max-target-tokens), checked when made."""
-    source: str = "knkarthick/dialogsum"  # hub id or local folder
+    --max-input-tokens, --max-target-tokens; for your own files --train-file & co., the columns, the split rule),
+    checked when made."""
+    source: str | None = DEFAULT_DATA     # hub id, local folder, or one .csv/.jsonl file; None: --train-file & co.
     split: str = "test"                   # the split to evaluate on
     seed: int = 42                        # the train shuffle, the shots, the batches' order
     max_train_samples: int | None = None
@@ -41,6 +47,15 @@ class DataConfig:
     max_eval_samples: int | None = None
     max_input_tokens: int = 512           # the prompt's budget
     max_label_tokens: int = 128           # the summary's budget when training (the labels)
+    train_file: str | None = None         # --train-file, --validation-file, --test-file: one file per split
+    validation_file: str | None = None
+    test_file: str | None = None
+    dialogue_column: str = "dialogue"     # your own files' columns (own_data.py)
+    summary_columns: tuple[str, ...] = ("summary",)  # several: several references per dialogue
+    id_column: str | None = None          # None: rows are numbered row-1, row-2, ...
+    validation_size: float = 0.1          # --data FILE: below 1 a fraction of the dialogues, else a count
+    test_size: float = 0.1
+    split_seed: int = 42                  # the split's shuffle, apart from --seed
 
     def __post_init__(self):
         for flag, value in (("--max-train-samples", self.max_train_samples), ("--max-val-samples", self.max_val_samples),
@@ -48,6 +63,32 @@ class DataConfig:
                             ("--max-target-tokens", self.max_label_tokens)):
             if value is not None and value < 1:
                 raise ValueError(f"{flag} {value}: must be at least 1")
+        for flag, size in (("--validation-size", self.validation_size), ("--test-size", self.test_size)):
+            if not (0 < size < 1 or (size >= 1 and size == int(size))):
+                raise ValueError(f"{flag} {size:g}: a fraction between 0 and 1, or a whole number of dialogues")
+        columns = [self.dialogue_column, *self.summary_columns, *([self.id_column] if self.id_column else [])]
+        if not self.summary_columns or len(set(columns)) < len(columns):
+            raise ValueError(f"--dialogue-column {self.dialogue_column}, --summary-column "
+                             f"{' '.join(self.summary_columns) or '(none)'}, --id-column {self.id_column}: each "
+                             "needs a name, and no column may be named twice")
+
+    @property
+    def one_file(self) -> bool:
+        """--data is one .csv/.jsonl file, split into train, validation and test (own_data.py)."""
+        return self.source is not None and Path(self.source).suffix.lower() in TABLE_SUFFIXES
+
+    @property
+    def own_files(self) -> bool:
+        """The dialogues come from your own files (own_data.py), not from DialogSum's layout."""
+        return self.one_file or any((self.train_file, self.validation_file, self.test_file))
+
+    def check_files(self, splits) -> None:
+        """With one file per split, those of `splits` (what the run will read) are given: checked before training."""
+        if self.own_files and not self.one_file:
+            for split in dict.fromkeys(splits):
+                if not getattr(self, f"{split}_file"):
+                    raise ValueError(f"--{split}-file: not given, and this run reads the {split} split; add "
+                                     f"--{split}-file FILE, or give one file to split with --data")
 
 
 @dataclass(frozen=True)
@@ -56,6 +97,15 @@ class Example:
     dialogue: str
     references: tuple[str, ...]  # 1 human summary for train and validation, 3 for test
     topic: str
+
+
+def load_data(data: DataConfig, split: str, max_samples: int | None = None) -> list[Example]:
+    """The examples of one split of a run's data: your own files when it names them, else DialogSum's layout."""
+    if not data.own_files:
+        return load_split(data.source, split, max_samples, data.seed)
+    from prompting.own_data import load_own_split
+
+    return first_n(load_own_split(data, split), split, max_samples, data.seed)
 
 
 def load_split(source: str, split: str, max_samples: int | None = None, seed: int = 42) -> list[Example]:
@@ -74,6 +124,11 @@ def load_split(source: str, split: str, max_samples: int | None = None, seed: in
         examples = load_hub(source, split)
     if not examples:  # a zero-row hub split; an empty local file is caught in load_local, with its name
         raise ValueError(f"split {split!r} of {source} holds no dialogues; check --data")
+    return first_n(examples, split, max_samples, seed)
+
+
+def first_n(examples: list[Example], split: str, max_samples: int | None, seed: int) -> list[Example]:
+    """`max_samples` of them, as `load_split` says."""
     if max_samples is None or max_samples >= len(examples):
         return examples
     if split != "train":

@@ -9,18 +9,69 @@ FLAN-T5 reads at most 512 tokens (T5 was trained on 512-token inputs, Raffel et 
 the tokenizer cut the end off, which removes the question, the one part the model must see. Here a dialogue too
 long for its template is cut *inside* the template, so the question ("Summary:") always survives; every cut is
 counted in `PromptStats`.
+
+`--prompt "...{dialogue}..."` replaces the course's template with the user's (`check_template`: exactly one
+`{dialogue}`), for training, zero-shot and summarising alike; a training run saves it beside its adapter or model
+(`save_template`, `prompt.json`), and `--adapter` or `--model` on that folder reads it back (`saved_template`).
+One- and few-shot keep FLAN's templates (shots.py).
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
 from typing import Callable, Sequence
 
 from prompting.dialogsum import Example
 
 
-def zero_shot_prompt(dialogue: str) -> str:
-    return f"Summarize the following conversation.\n\n{dialogue}\n\nSummary: "
+COURSE_TEMPLATE = "Summarize the following conversation.\n\n{dialogue}\n\nSummary: "
+SLOT = "{dialogue}"
+TEMPLATE_FILE = "prompt.json"  # saved beside an adapter or model: the template it was trained with
+
+
+def zero_shot_prompt(dialogue: str, template: str = COURSE_TEMPLATE) -> str:
+    """The template with the dialogue in its slot (a plain replace: other braces in a template are text)."""
+    return template.replace(SLOT, dialogue)
+
+
+def check_template(template: str, flag: str = "--prompt") -> str:
+    """A template holds `{dialogue}` exactly once: none would summarise nothing, two would show the dialogue twice."""
+    count = template.count(SLOT)
+    if count != 1:
+        raise ValueError(f"{flag} {template!r}: holds {SLOT} {count} times; write it exactly once, where the "
+                         f"dialogue goes, e.g. --prompt 'Summarise this chat: {SLOT} Summary:'")
+    return template
+
+
+def save_template(folder: str | os.PathLike, template: str) -> None:
+    (Path(folder) / TEMPLATE_FILE).write_text(json.dumps({"template": template}, indent=2) + "\n")
+
+
+def saved_template(folder: str | os.PathLike | None) -> str | None:
+    """The template saved in `folder` (an adapter or model a training run wrote), or None when it holds none."""
+    path = Path(folder) / TEMPLATE_FILE if folder else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        return check_template(json.loads(path.read_text())["template"], flag=str(path))
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a saved prompt ({err}); expected {{\"template\": \"...{SLOT}...\"}}") from None
+
+
+def choose_template(given: str | None, *folders: str | os.PathLike | None) -> tuple[str, str]:
+    """(template, where it came from): --prompt when given, else the one saved with the first of `folders` (the
+    adapter, then the model) that holds one, else the course's."""
+    if given is not None:
+        return check_template(given), "--prompt"
+    for folder in folders:
+        saved = saved_template(folder)
+        if saved is not None:
+            return saved, str(Path(folder) / TEMPLATE_FILE)
+    return COURSE_TEMPLATE, "the course's template"
 
 
 @dataclass
@@ -72,9 +123,9 @@ class TokenBudget:
 
 
 def build_prompts(examples: Sequence[Example], tokenizer, shots: int = 0, train: Sequence[Example] | None = None,
-                  seed: int = 42, max_tokens: int = 512) -> PromptSet:
-    """Prompts for the dialogues of `examples`: the zero-shot template when `shots == 0`, else FLAN's template with `shots` examples
-    drawn from `train` (shots.py)."""
+                  seed: int = 42, max_tokens: int = 512, template: str = COURSE_TEMPLATE) -> PromptSet:
+    """Prompts for the dialogues of `examples`: `template` (the course's zero-shot one, or --prompt) when
+    `shots == 0`, else FLAN's template with `shots` examples drawn from `train` (shots.py)."""
     budget = TokenBudget(tokenizer, max_tokens)
     stats = PromptStats(shots_requested=shots)
     if shots < 0:
@@ -88,7 +139,8 @@ def build_prompts(examples: Sequence[Example], tokenizer, shots: int = 0, train:
         if shots:
             prompt, kept = few_shot_prompt(example, train, shots, seed, budget, stats)
         else:
-            prompt, kept = fit_dialogue(example.dialogue, zero_shot_prompt, budget, stats), ()
+            prompt, kept = fit_dialogue(example.dialogue, partial(zero_shot_prompt, template=template), budget,
+                                        stats), ()
         prompts.append(prompt)
         shot_ids.append(kept)
         stats.lengths.append(budget.count(prompt))

@@ -15,13 +15,14 @@ With several processes each takes `batch[rank::world_size]` of every global batc
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from prompting.dialogsum import Example
-from prompting.prompts import PromptStats, TokenBudget, fit_dialogue, zero_shot_prompt
+from prompting.prompts import COURSE_TEMPLATE, PromptStats, TokenBudget, fit_dialogue, zero_shot_prompt
 
 IGNORE_INDEX = -100  # the label torch's cross-entropy (and transformers' T5) skips
 
@@ -46,17 +47,18 @@ class EncodedData:
 
 
 def encode_for_training(examples: Sequence[Example], tokenizer, max_input_tokens: int = 512,
-                        max_label_tokens: int = 128) -> EncodedData:
-    """Tokenise (zero-shot prompt, first reference) pairs; count what had to be cut."""
+                        max_label_tokens: int = 128, template: str = COURSE_TEMPLATE) -> EncodedData:
+    """Tokenise (zero-shot prompt in `template`, first reference) pairs; count what had to be cut."""
     if max_input_tokens <= 0 or max_label_tokens <= 1:
         raise ValueError(f"token limits must leave room for text and </s>: got --max-input-tokens "
                          f"{max_input_tokens}, --max-target-tokens {max_label_tokens}")
     # One batched call for all of them (the fast tokenizer runs the batch in Rust); refit only the few too long.
-    input_ids = tokenizer([zero_shot_prompt(ex.dialogue) for ex in examples], verbose=False).input_ids
+    prompt = partial(zero_shot_prompt, template=template)
+    input_ids = tokenizer([prompt(ex.dialogue) for ex in examples], verbose=False).input_ids
     budget, stats = TokenBudget(tokenizer, max_input_tokens), PromptStats()
     for i, ids in enumerate(input_ids):
         if len(ids) > max_input_tokens:
-            input_ids[i] = tokenizer(fit_dialogue(examples[i].dialogue, zero_shot_prompt, budget, stats)).input_ids
+            input_ids[i] = tokenizer(fit_dialogue(examples[i].dialogue, prompt, budget, stats)).input_ids
     labels = tokenizer([ex.references[0] for ex in examples], verbose=False).input_ids
     truncated_summaries = 0
     for i, ids in enumerate(labels):
@@ -112,10 +114,10 @@ def collate(input_ids_list: Sequence[Sequence[int]], labels_list: Sequence[Seque
 
 
 def batches_by_epoch(examples: Sequence[Example], tokenizer, batch_size: int, seed: int, max_input_tokens: int = 512,
-                     max_label_tokens: int = 128, rank: int = 0, world_size: int = 1
+                     max_label_tokens: int = 128, rank: int = 0, world_size: int = 1, template: str = COURSE_TEMPLATE
                      ) -> Callable[[int], list[dict[str, torch.Tensor]]]:
     """A function epoch -> this process's collated batches of `examples`: what `loop.train` takes."""
-    enc = encode_for_training(examples, tokenizer, max_input_tokens, max_label_tokens)
+    enc = encode_for_training(examples, tokenizer, max_input_tokens, max_label_tokens, template)
     lengths = enc.input_lengths
 
     def batches_for_epoch(epoch: int) -> list[dict[str, torch.Tensor]]:

@@ -3,13 +3,19 @@ and the log it writes.
 
 Each step takes the next `grad_accum` micro-batches of the epoch (fewer at an epoch's end, as the Trainer does).
 The validation loss is measured at each epoch end, every `eval_every` steps and at the last step, keeping the
-weights with the lowest; a checkpoint (checkpoint.py) is written every `save_every` steps, at the last step and on
-Ctrl-C, holding all the next step depends on: a resumed run continues with the same numbers. Ctrl-C could land
-inside `optimizer.step()`, so the first one only sets a flag read between steps; a second one interrupts at once.
+weights with the lowest; with `select_by` one of ROUGE's types, the weights whose summaries of the validation
+dialogues score highest instead (`val_rouge(model)`, made by train_loop/val_rouge.py with the run's own generation
+settings: transformers' summarisation example measured a ROUGE during training far from the final one when they
+differed, transformers#13490). After `patience` validations in a row without a better one the run stops early (the
+Trainer's `EarlyStoppingCallback`). A checkpoint (checkpoint.py) is written every `save_every` steps, at the last
+step, on stopping early and on Ctrl-C, holding all the next step depends on: a resumed run continues with the same
+numbers. Ctrl-C could land inside `optimizer.step()`, so the first one only sets a flag read between steps; a
+second one interrupts at once.
 
 `train_log.jsonl`: one JSON line per step, `{"step", "epoch", "loss", "lr", "grad_norm", "tokens", "tokens_per_s",
-"peak_memory_mb"}`, and one per validation, `{"step", "val_loss"}`; `loss` is the mean cross-entropy per label token
-over the whole step, what `Seq2SeqTrainer` logs with `logging_steps=1`.
+"peak_memory_mb"}`, and one per validation, `{"step", "val_loss"}` (with `val_rouge1` ... `val_rougeLsum` when
+selecting by ROUGE); `loss` is the mean cross-entropy per label token over the whole step, what `Seq2SeqTrainer`
+logs with `logging_steps=1`.
 
 `processes` is `OneProcess` below, or under torchrun distributed.py's `Parallel`: it wraps the loss, sums over the
 processes, lets all agree to stop after the same step and saves checkpoints as collectives.
@@ -37,6 +43,9 @@ from train_loop.step import (Batch, NonFiniteLoss, OptimConfig, build_optimizer,
                              optimizer_step, to_device, token_loss_sum)
 
 
+SELECT_BY = ("loss", "rouge1", "rouge2", "rougeL", "rougeLsum")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     optim: OptimConfig
@@ -48,10 +57,16 @@ class TrainConfig:
     save_every: int = 0              # checkpoint every N steps; always at the last step and on Ctrl-C
     precision: str = "fp32"          # fp32 | bf16 | fp16, already resolved for the device (model/device.py)
     progress_bar: bool = True
+    select_by: str = "loss"          # keep the lowest validation loss, or the highest validation ROUGE of this type
+    patience: int = 0                # stop after this many validations without a better one (0: never)
 
     def __post_init__(self):
         if not self.epochs > 0:
             raise ValueError(f"--epochs {self.epochs}: must be positive")
+        if self.select_by not in SELECT_BY:
+            raise ValueError(f"--select-by {self.select_by}: expected one of {', '.join(SELECT_BY)}")
+        if self.patience < 0:
+            raise ValueError(f"--early-stopping-patience {self.patience}: must be 0 (never) or more")
         for name, least in (("max_steps", 1), ("grad_accum", 1), ("max_grad_norm", 0), ("eval_every", 0),
                             ("save_every", 0)):
             value = getattr(self, name)
@@ -67,8 +82,11 @@ class Progress:
     position: int = 0                # next micro-batch of the epoch
     losses: list = field(default_factory=list)      # train loss per step
     val_losses: list = field(default_factory=list)  # [step, validation loss]
-    best_val_loss: float | None = None
+    best_val_loss: float | None = None  # of the weights kept
     best_step: int | None = None
+    best_score: float | None = None     # the kept weights' value of select_by (their loss, or their ROUGE)
+    validations_since_best: int = 0
+    stopped_early: bool = False
     tokens: int = 0                  # real (non-pad) input + label tokens seen
     train_seconds: float = 0.0
     skipped_steps: int = 0           # fp16: steps the GradScaler skipped for inf/NaN gradients
@@ -176,12 +194,17 @@ def validation_loss(model, batches: list[Batch], precision: str, device: torch.d
 def train(model, batches_for_epoch: Callable[[int], list[Batch]], config: TrainConfig, device: torch.device,
           folder: Path | None = None, val_batches: list[Batch] = (), resume: bool = False,
           fingerprint: dict | None = None, processes=ONE_PROCESS,
-          on_step: Callable[[dict], None] | None = None) -> TrainResult:
+          on_step: Callable[[dict], None] | None = None,
+          val_rouge: Callable[[nn.Module], dict[str, float]] | None = None) -> TrainResult:
     """Train `model` in place on `batches_for_epoch(epoch)` (deterministic per epoch, so a resume can skip ahead).
 
     `folder` receives checkpoints/, train_log.jsonl and best weights; None trains without writing anything.
     `on_step(record)` sees each step's log record as it is written (benchmarks time the steps with it).
+    `val_rouge(model)`: the validation dialogues' ROUGE, {"rouge1": F, ...}, needed when `config.select_by` is one.
     """
+    if config.select_by != "loss" and val_rouge is None:
+        raise ValueError(f"--select-by {config.select_by} needs summaries of the validation dialogues: use it with "
+                         "--mode full|lora")
     model.train()
     loss_sum = partial(token_loss_sum, precision=config.precision, device=device)
     forward = processes.wrap(model, loss_sum, device)  # the model on the device (FSDP: each process's shards)
@@ -206,7 +229,7 @@ def train(model, batches_for_epoch: Callable[[int], list[Batch]], config: TrainC
     log = TrainLog(folder if processes.main else None, resume_step=progress.step)
     bar = tqdm(total=total, initial=progress.step, disable=not (config.progress_bar and processes.main), desc="training")
     with StopOnInterrupt() as stop:
-        while progress.step < total and not stop.requested:
+        while progress.step < total and not progress.stopped_early and not stop.requested:
             tick = time.perf_counter()
             if batches_epoch != progress.epoch:
                 batches, batches_epoch = batches_for_epoch(progress.epoch), progress.epoch
@@ -241,13 +264,25 @@ def train(model, batches_for_epoch: Callable[[int], list[Batch]], config: TrainC
             if val_batches and (epoch_end or last or (config.eval_every and progress.step % config.eval_every == 0)):
                 val = validation_loss(model, val_batches, config.precision, device, forward, processes)
                 progress.val_losses.append([progress.step, val])
-                log.write({"step": progress.step, "val_loss": val})
-                if progress.best_val_loss is None or val < progress.best_val_loss:
-                    progress.best_val_loss, progress.best_step = val, progress.step
+                record = {"step": progress.step, "val_loss": val}
+                if config.select_by != "loss":
+                    record.update({f"val_{name}": f for name, f in val_rouge(model).items()})
+                    model.train()  # generating switched dropout off
+                log.write(record)
+                score = record[f"val_{config.select_by}"]
+                if progress.best_score is None or (score < progress.best_score if config.select_by == "loss"
+                                                   else score > progress.best_score):
+                    progress.best_val_loss, progress.best_step, progress.best_score = val, progress.step, score
+                    progress.validations_since_best = 0
                     if folder is not None:
                         store.save_best(folder, model)
+                else:
+                    progress.validations_since_best += 1
+                    progress.stopped_early = (0 < config.patience <= progress.validations_since_best
+                                              and progress.step < total)  # stopped before the last step
             progress.train_seconds += time.perf_counter() - tick
-            if folder is not None and (last or stop.requested or (config.save_every and progress.step % config.save_every == 0)):
+            if folder is not None and (last or stop.requested or progress.stopped_early or
+                                       (config.save_every and progress.step % config.save_every == 0)):
                 saved = store.save_checkpoint(folder, model, optimizer, scheduler, scaler, asdict(progress), fingerprint)
     bar.close()
     # Ctrl-C in the last step is an interruption too (the runner stops before its possibly long evaluation; a resume
