@@ -7,8 +7,9 @@ The figure has one panel per run, one point per (snapshot, layer), Delta D on x 
 The paper reads the slope of each checkpoint's points, one per layer: positive for LoRA at every step (magnitude
 and direction move together), negative for full fine-tuning and for DoRA (large turns with small magnitude
 changes, and the reverse). Here that is the Pearson correlation of Delta D and Delta M over the layers of one
-target at one step, averaged over the steps ("within a step"); over all points at once ("pooled") it also holds the
-growth of both with training, which is positive for any method.
+target at one step, averaged over the steps ("within a step"; target "all": over every adapted layer of the step);
+over all points at once ("pooled") it also holds the growth of both with training, which is positive for any method.
+An |r| below SLOPE is read as no slope.
 """
 from __future__ import annotations
 
@@ -37,9 +38,11 @@ def grouped(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
 
 
 def correlations(rows: list[dict]) -> list[dict]:
-    """Per run and target: r pooled over all points, r within each step, and their mean."""
+    """Per run and target, and per run over all its targets ("all"): r pooled over all points, r within each step,
+    and their mean."""
     result = []
-    for (run, method, target), points in grouped(rows, "run", "method", "target").items():
+    every_target = [{**row, "target": "all"} for row in rows]
+    for (run, method, target), points in grouped(rows + every_target, "run", "method", "target").items():
         steps = {step: pearson([p["delta_d"] for p in ps], [p["delta_m"] for p in ps])
                  for (step,), ps in grouped(points, "step").items()}
         defined = [r for r in steps.values() if r is not None]
@@ -49,8 +52,11 @@ def correlations(rows: list[dict]) -> list[dict]:
     return result
 
 
+SLOPE = 0.3  # |r| below this is read as no slope, neither sign
+
+
 def sign(r: float | None) -> str:
-    return "-" if r is None else ("positive" if r > 0 else "negative")
+    return "-" if r is None else ("none" if abs(r) < SLOPE else "positive" if r > 0 else "negative")
 
 
 def cell(r: float | None) -> str:
@@ -66,14 +72,15 @@ def table_lines(rows: list[dict]) -> list[str]:
 
 
 def correlation_lines(found: list[dict]) -> list[str]:
-    lines = ["| run | method | target | points | r within a step (mean over steps) | r pooled | the paper's sign | "
-             "agrees |", "|" + " --- |" * 8]
+    lines = ["| run | method | target | points | r within a step (mean over steps) | its sign | r pooled | "
+             "the paper's sign | agrees |", "|" + " --- |" * 9]
     for c in found:
         paper = PAPER_SIGN.get(c["method"], "-")
         agrees = "-" if c["within_step"] is None or paper == "-" else ("yes" if sign(c["within_step"]) == paper
                                                                        else "no")
         lines.append(f"| {Path(c['run']).name} | {c['method']} | {c['target']} | {c['points']} | "
-                     f"{cell(c['within_step'])} | {cell(c['pooled'])} | {paper} | {agrees} |")
+                     f"{cell(c['within_step'])} | {sign(c['within_step'])} | {cell(c['pooled'])} | {paper} | "
+                     f"{agrees} |")
     return lines
 
 
@@ -121,8 +128,9 @@ def write_decomposition(result: dict, out_dir: Path) -> Path:
              "## Correlation of Delta D and Delta M", "",
              "The paper reads the slope of each checkpoint's points across the layers: LoRA positive, full "
              "fine-tuning and DoRA negative. 'Within a step': Pearson's r over the layers of one target at one "
-             "step, averaged over the steps; 'pooled': over all points, which also holds both growing with the "
-             "steps.", "", *correlation_lines(found), "",
+             "step, averaged over the steps (target 'all': over every adapted layer of the step); 'pooled': over "
+             f"all points, which also holds both growing with the steps. \\|r\\| < {SLOPE}: no slope.", "",
+             *correlation_lines(found), "",
              "## Means over the layers of each target", "", *table_lines(rows), "",
              "Every layer's values: decomposition.json.", ""]
     path = out_dir / "decomposition.md"
