@@ -4,6 +4,7 @@
     python run.py --mode full|lora                     # fine-tune, validate, then evaluate on --split
     python run.py --mode compare                       # the whole study, or --runs DIR... for runs already made
     python run.py --mode analyse --adapters DIR...     # what adapters learned (LoRA paper, section 7)
+    python run.py --mode analyse --snapshots RUN...    # magnitude and direction over training (DoRA, Figure 2)
     python run.py --mode sweep --ranks 1,2,4,8         # the same LoRA run for several ranks or target sets
     python run.py --mode score --predictions FILE ...  # ROUGE for predictions any tool wrote (CSV or JSONL)
     python run.py --mode check-data --data FILE.csv    # your own dialogues checked before training on them
@@ -167,6 +168,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--nf4-double-quant", action="store_true", help="with --quantize-base: absmax in 8 bits too")
     g.add_argument("--variants", default=None, metavar="V1,V2,...",
                    help="sweep: one run per variant of lora,dora,pissa,loraplus,qlora, all else equal")
+
+    g = p.add_argument_group("magnitude and direction (the DoRA paper's section 3; docs/lora-family.md)")
+    g.add_argument("--snapshot-every", type=int, default=0, metavar="N",
+                   help="full|lora: keep the --lora-targets layers' weights after every N-th step in "
+                        "<output-dir>/snapshots/ (lora: A, B and DoRA's m; full: W) for --mode analyse --snapshots")
+    g.add_argument("--snapshots", nargs="+", default=None, metavar="DIR",
+                   help="analyse: run folders trained with --snapshot-every: Delta M and Delta D of each layer's W "
+                        "at each snapshot against --model's (Liu et al. 2024, Figure 2)")
 
     g = p.add_argument_group("what LoRA learned (analyse) and sweeps")
     g.add_argument("--adapters", nargs="+", default=None, metavar="DIR",

@@ -10,7 +10,8 @@ measures for the weight W_t at a training checkpoint against the pretrained W_0,
 Its Figure 2 plots (Delta D, Delta M) at several checkpoints for full fine-tuning, LoRA and DoRA: full fine-tuning's
 points slope negatively (large turns come with small magnitude changes), LoRA's positively (the two move together),
 DoRA's like full fine-tuning's. A column of the paper's W (d_in, d_out) is a row of torch's `nn.Linear.weight`
-(d_out, d_in): one per output feature, as in lora/dora.py. `adapted_weight` gives W_t of a LoRA or DoRA checkpoint.
+(d_out, d_in): one per output feature, as in lora/dora.py. `adapted_weight` gives W_t of a LoRA or DoRA checkpoint,
+`weight_at` that of any of the three from a layer's saved tensors (train_loop/snapshots.py).
 """
 from __future__ import annotations
 
@@ -35,3 +36,15 @@ def adapted_weight(W0: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scaling: 
     if magnitude is None:
         return V
     return magnitude[:, None] * V / V.norm(dim=1, keepdim=True)  # each row to length m
+
+
+def weight_at(W0: torch.Tensor, tensors: dict[str, torch.Tensor], method: str, scaling: float | None) -> torch.Tensor:
+    """W_t of one layer at a checkpoint, from its saved tensors by their last name: full fine-tuning's `weight` is
+    W_t itself; LoRA's `lora_A`, `lora_B` (and DoRA's `lora_magnitude_vector`) go on top of the pretrained W0."""
+    if method == "full":
+        return tensors["weight"]
+    if method not in ("lora", "dora"):
+        raise ValueError(f"method {method!r}: W_t is rebuilt for full, lora and dora (a PiSSA run's frozen W is "
+                         f"its residual, not the pretrained W)")
+    return adapted_weight(W0.to(tensors["lora_A"].dtype), tensors["lora_A"], tensors["lora_B"], scaling,
+                          tensors.get("lora_magnitude_vector") if method == "dora" else None)

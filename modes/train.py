@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -33,6 +34,9 @@ from train_loop import checkpoint as ckpt
 from train_loop.data import batches_by_epoch, check_batch_split
 from train_loop.loop import LOG_FILE, OneProcess, TrainConfig, read_log, train
 from train_loop.step import OptimConfig
+
+if TYPE_CHECKING:
+    from train_loop.snapshots import SnapshotConfig
 
 
 @dataclass(frozen=True)
@@ -62,12 +66,13 @@ class TrainRun:
     cpu_kernels: bool
     quantize_base: str | None = None  # "nf4": the frozen base in 4 bits under LoRA (QLoRA, lora/nf4.py)
     double_quant: bool = False       # and its absmax constants in 8 bits
+    snapshots: SnapshotConfig | None = None  # --snapshot-every: the target layers' weights kept (snapshots.py)
 
 
 # What a resume may change: the evaluation, where results go, and words.
 NOT_TRAINING = ("data.split", "data.max_eval_samples", "data.test_file", "generation.", "use_stemmer", "merge",
                 "output_dir", "overwrite", "resume", "device", "precision_reason", "lr_default", "train.save_every",
-                "train.progress_bar")
+                "train.progress_bar", "snapshots")
 
 
 def resume_fingerprint(config: TrainRun) -> dict:
@@ -143,6 +148,7 @@ def config_from_args(args, mode: str | None = None, output_dir: Path | None = No
         raise ValueError("--fsdp shards the model over several processes: launch run.py with "
                          "torchrun --nproc_per_node N (N >= 2)")
     precision, precision_reason = choose_precision(args.precision, device)
+    snapshots = snapshot_config(args, lora)
     # LoRA's default differs only below d_model 256 (a local folder such as models/baby-flan-t5): a hub id is not
     # looked up for it, so --mode lora checks its flags and run folder before the hub is reached
     width = model_width(args.model) if mode == "full" or is_local(args.model) else 512
@@ -152,7 +158,28 @@ def config_from_args(args, mode: str | None = None, output_dir: Path | None = No
                     generation,
                     args.stemmer, args.merge, Path(output_dir or args.output_dir or Path("runs") / mode),
                     args.overwrite, args.resume, device.type, precision_reason, processes, args.fsdp, args.cpu_kernels,
-                    args.quantize_base, args.nf4_double_quant)
+                    args.quantize_base, args.nf4_double_quant, snapshots)
+
+
+def snapshot_config(args, lora: LoRAConfig) -> SnapshotConfig | None:
+    """--snapshot-every N: the --lora-targets layers' weights every N steps (--mode full: their W)."""
+    if not args.snapshot_every:
+        return None
+    if args.fsdp:
+        raise ValueError("--snapshot-every reads whole weights; FSDP shards them: drop --fsdp or --snapshot-every")
+    from train_loop.snapshots import SnapshotConfig  # only when asked for, as the writer below
+
+    return SnapshotConfig(args.snapshot_every, lora.targets)
+
+
+def snapshot_info(config: TrainRun) -> dict:
+    """What a snapshot file records beside its tensors: enough to rebuild W_t from it and the base model."""
+    from lora.layer import lora_scaling
+
+    lora = config.lora
+    return {"method": lora.variant if lora else "full", "model": config.model, "random_init": config.random_init,
+            "seed": config.seed, "quantize_base": config.quantize_base,
+            "scaling": lora_scaling(lora.r, lora.alpha, lora.use_rslora) if lora else None}
 
 
 def check_family(variant: str, loraplus_ratio: float | None, quantize: str | None, double_quant: bool,
@@ -225,10 +252,15 @@ def train_and_evaluate(config: TrainRun, processes, device: torch.device) -> dic
                                        config.use_stemmer)
     if not processes.fsdp:  # on the device before the ledger reads it (FSDP moves only each process's shards)
         model.to(device)
+    on_step = None
+    if config.snapshots is not None:  # a plain run never loads snapshots.py
+        from train_loop.snapshots import snapshot_writer
+
+        on_step = snapshot_writer(out, model, config.snapshots, snapshot_info(config), main)
     with MemoryLedger(model, device) as ledger:  # weights, gradients, optimiser state, the rest (model/device.py)
         result = train(model, batches["train"], config.train, device, folder=out, val_batches=batches["validation"](0),
                        resume=config.resume, fingerprint=resume_fingerprint(config), processes=processes,
-                       val_rouge=val_rouge)
+                       val_rouge=val_rouge, on_step=on_step)
     if main:
         plot_loss_curve(read_log(out / LOG_FILE), out / "loss_curve.png", title=f"{config.mode}: {config.model}")
     p = result.progress
