@@ -18,10 +18,11 @@ def load_hub(name: str, split: str) -> list[Example]:
     try:
         dataset = datasets.load_dataset(name, split=split)
     except ConnectionError as err:  # offline: datasets raises ConnectionError ("Couldn't reach ... on the Hub")
-        raise ValueError(
-            f"cannot reach the Hugging Face hub for {name!r} (this machine is offline?); "
-            "pass a local folder with --data, such as --data data/dialogsum (DialogSum as this repository ships it)"
-        ) from err
+        from model.hub import not_a_folder_here
+
+        raise ValueError(f"{not_a_folder_here(name)}cannot reach the Hugging Face hub for {name!r} (this machine is "
+                         "offline?); pass a local folder with --data, such as --data data/dialogsum (DialogSum as "
+                         "this repository ships it)") from err
     except (OSError, ValueError) as err:  # unknown dataset, unknown split, ...
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"cannot load split {split!r} of {name!r} from the Hugging Face hub: {first_line}") from err

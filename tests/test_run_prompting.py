@@ -92,6 +92,10 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, extra, message)
 @pytest.mark.parametrize("extra, message", [
     (["--data", "missing-folder"], "missing-folder does not exist"),
     (["--model", "google/flan-t5-small", "--random-init"], "cannot reach the Hugging Face hub for 'google/flan-t5-small'"),
+    # a mistyped folder reads as a hub id; the line says which folders there are
+    (["--data", "data/nothing"], "no folder 'data/nothing' here (data/ holds: course, dialogsum), and cannot reach"),
+    (["--model", "models/nothing"],
+     "no folder 'models/nothing' here (models/ holds: baby-flan-t5, flan-t5-base, flan-t5-small), and cannot reach"),
 ])
 def test_run_py_as_a_program_prints_one_line_without_traceback(tmp_path, extra, message):
     argv = [sys.executable, "run.py", "--mode", "zero-shot", "--data", str(DATA_DIR), "--output-dir",
