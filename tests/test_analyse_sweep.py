@@ -193,3 +193,17 @@ def test_the_initial_A_is_drawn_again_exactly_as_training_drew_it(tiny_dir):
     assert drawn.keys() == layers.keys() and all(torch.equal(drawn[n], A) for n, (A, _) in layers.items())
     assert not lora_layers(base)  # the base model is given back as it was
     assert not torch.equal(initial_A(base, adapter, init_seed=8)[next(iter(layers))], next(iter(layers.values()))[0])
+
+
+def test_a_large_fine_tune_is_accepted_and_unrelated_weights_are_not():
+    """The guard reads alignment, not distance: the baby model's full run moved q by 61% of its norm and is still
+    its base fine-tuned (the old rule, distance > 50%, refused it); an independent draw of the same size is not."""
+    from lora.analysis import full_updates
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(64, 64, generator=g)
+    step = torch.randn(64, 64, generator=g)
+    moved = w + 0.61 * w.norm() * step / step.norm()  # 61% of W's norm, in a random direction
+    assert torch.allclose(full_updates({"q": w}, {"q": moved}, ["q"])["q"], (moved - w).double())
+    with pytest.raises(ValueError, match="cosine with the base's W is -?0.0"):
+        full_updates({"q": w}, {"q": torch.randn(64, 64, generator=g)}, ["q"])
