@@ -26,9 +26,9 @@ def device() -> torch.device:
 
 def run_py_settings(mode: str, model_dir) -> tuple:
     """(LoRAConfig or None, TrainConfig) exactly as `run.py --mode <mode>` builds them with its default flags, the
-    learning rate included (modes/train.py's default for this model's width)."""
+    learning rate included (modes/train_config.py's default for this model's width)."""
     import run
-    from modes.train import config_from_args
+    from modes.train_config import config_from_args
 
     config = config_from_args(run.build_parser().parse_args(["--mode", mode, "--model", str(model_dir)]))
     return config.lora, config.train

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from eval.evaluate import as_record
 from model.load import is_local, load_tokenizer
-from modes.train import data_config
+from modes.train_config import data_config
 from prompting.adapter import check_adapter_folder
 from prompting.data_check import check_rows_of
 from prompting.dialogsum import SPLITS, DataConfig, load_data

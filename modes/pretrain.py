@@ -25,7 +25,7 @@ from model.load import build_from_config, check_model_folder, count_parameters, 
 from pretrain.mixture import Text, pretraining_batches
 from prompting.dialogsum import DataConfig, load_split
 from train_loop import checkpoint as ckpt
-from modes.train import data_config, train_config
+from modes.train_config import data_config, train_config
 from train_loop.data import check_batch_split
 from train_loop.loop import LOG_FILE, TrainConfig, read_log, train
 

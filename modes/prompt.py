@@ -21,7 +21,7 @@ from eval.evaluate import as_record, finish_run, prepare_output_dir
 from model.device import choose_precision, describe_machine, peak_memory_mb, resolve_device
 from model.generate import GenerationConfig, generate, mean_length
 from model.load import count_parameters, is_local, load_model_and_tokenizer
-from modes.train import data_config
+from modes.train_config import data_config
 from prompting.adapter import apply_adapter, check_adapter_folder
 from prompting.dialogsum import DataConfig, load_data
 from prompting.prompts import COURSE_TEMPLATE, build_prompts, choose_template
@@ -69,7 +69,7 @@ def config_from_args(args, mode: str | None = None, output_dir: Path | None = No
     """The run the flags describe (`mode` and `output_dir` given: the prompting step of --mode compare, with the
     mode's own number of shots)."""
     mode = mode or args.mode
-    data = data_config(args)  # as modes/train.py's
+    data = data_config(args)  # as modes/train_config.py's
     shots = shots_for(mode, args.shots if mode == args.mode else None)
     if shots and data.split == "train":
         raise ValueError(f"--mode {mode} draws its shots from train, so it cannot evaluate --split train; "

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from modes.train import TrainRun
+from modes.train_config import TrainRun
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class SweepConfig:
 
 
 def config_from_args(args) -> SweepConfig:
-    from modes.train import config_from_args as train_config
+    from modes.train_config import config_from_args as train_config
 
     out = Path(args.output_dir or Path("runs") / "sweep")
     base = train_config(args, "lora", out)
@@ -89,7 +89,7 @@ def plan(ranks: str | None, target_sets: str | None, base: TrainRun, variants: s
     if sum(map(bool, (ranks, target_sets, variants))) != 1:
         raise ValueError("--mode sweep needs exactly one of --ranks (e.g. 1,2,4,8), --target-sets (e.g. 'q;v;q,v') "
                          "or --variants (e.g. lora,dora,pissa,loraplus,qlora)")
-    first_seed = base.lora.init_seed  # --lora-init-seed, else --seed (modes/train.py's lora_config)
+    first_seed = base.lora.init_seed  # --lora-init-seed, else --seed (modes/train_config.py's lora_config)
     if variants:  # one A for all: the variants differ in nothing else
         targets = ",".join(base.lora.targets)
         return [SweepRun(name, base.lora.r, targets, first_seed, name) for name in parse_variants(variants, base)]

@@ -9,7 +9,8 @@ import run
 from lora.layer import LoRAConfig, add_lora, lora_layers
 from tests.conftest import DATA_DIR, SMALL_DIR
 from tests.train_helpers import tiny_model
-from modes.train import config_from_args, save_model
+from modes.train import save_model
+from modes.train_config import config_from_args
 from train_loop.cpu_speed import use_cpu_kernels
 
 

@@ -181,7 +181,8 @@ def test_the_initial_A_is_drawn_again_exactly_as_training_drew_it(tiny_dir):
 
     from lora.factors import AdapterFactors
     from modes.analyse import initial_A
-    from modes.train import build_model, config_from_args
+    from modes.train import build_model
+    from modes.train_config import config_from_args
 
     args = run.build_parser().parse_args(["--mode", "lora", "--model", str(tiny_dir), "--random-init", "--seed",
                                           str(SEED), "--lora-r", "4", "--lora-init-seed", "7"])

@@ -173,7 +173,7 @@ def test_lora_has_one_set_of_defaults_and_one_target_parser():
     """run.py's --lora-* defaults are LoRAConfig's fields (the course's flan-t5-base seeds); "q, v,q" and ("q", "v")
     name the same targets."""
     import run
-    from modes.train import lora_config
+    from modes.train_config import lora_config
 
     args = run.build_parser().parse_args(["--mode", "lora"])
     assert lora_config(args) == LoRAConfig(init_seed=args.seed) == LoRAConfig(("q", "v"), 32, 32, 0.05, False, 42)

@@ -69,6 +69,7 @@ def test_the_run_puts_the_weights_on_the_device_before_the_ledger_starts(tmp_pat
     """before_training_bytes is what the device holds when the ledger starts: on CUDA it was 0, the weights still
     on the CPU. The meta device stands in for CUDA, the device's memory reading for the bytes of the tensors on it."""
     import modes.train
+    import modes.train_config
     import run
     from tests.conftest import DATA_DIR
     from tests.train_helpers import narrow_model
@@ -84,7 +85,7 @@ def test_the_run_puts_the_weights_on_the_device_before_the_ledger_starts(tmp_pat
             raise Started  # nothing to train on the meta device
 
     seen = {}
-    monkeypatch.setattr(modes.train, "resolve_device", lambda name: torch.device("meta"))
+    monkeypatch.setattr(modes.train_config, "resolve_device", lambda name: torch.device("meta"))
     monkeypatch.setattr(modes.train, "MemoryLedger", DeviceLedger)
     with pytest.raises(Started):
         run.main(["--mode", "lora", "--model", str(narrow_model(tmp_path)), "--random-init", "--data", str(DATA_DIR),

@@ -107,11 +107,11 @@ def test_run_py_as_a_program_prints_one_line_without_traceback(tmp_path, extra, 
 
 
 def test_prompting_and_training_read_the_data_flags_alike():
-    """Both modes build DataConfig from the same flags (modes/prompt.py repeats modes/train.py's two lines)."""
-    from modes import prompt, train
+    """Both modes build DataConfig from the same flags (modes/prompt.py calls modes/train_config.py's)."""
+    from modes import prompt, train_config
 
     args = run.build_parser().parse_args(["--mode", "one-shot", "--data", str(DATA_DIR), "--split", "validation",
                                           "--seed", "7", "--max-train-samples", "5", "--max-val-samples", "3",
                                           "--max-eval-samples", "2", "--max-input-tokens", "99",
                                           "--max-target-tokens", "11", "--device", "cpu"])
-    assert prompt.config_from_args(args).data == train.data_config(args)
+    assert prompt.config_from_args(args).data == train_config.data_config(args)

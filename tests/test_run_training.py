@@ -150,7 +150,7 @@ def test_metrics_and_the_resume_fingerprint_hold_every_setting_of_the_run():
     from dataclasses import fields, is_dataclass
 
     from eval.evaluate import as_record
-    from modes.train import NOT_TRAINING, config_from_args, resume_fingerprint
+    from modes.train_config import NOT_TRAINING, config_from_args, resume_fingerprint
     from train_loop.checkpoint import flat
 
     def settings(config, prefix=""):
