@@ -35,6 +35,7 @@ def samsum_rows(examples, references: int = 1) -> list[dict]:
 
 
 def write(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)  # runs/own/ does not exist in a fresh clone
     if path.suffix == ".jsonl":
         path.write_text("".join(json.dumps(row) + "\n" for row in rows))
         return
