@@ -126,12 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("training (full and lora)")
     g.add_argument("--lr", type=float, default=None,
-                   help="learning rate (default: lora 1e-3; full 1e-4 for small models, 1e-5 for base and up)")
+                   help="learning rate (default: lora 1e-3; full 1e-4 for small models, 1e-5 for base and up; "
+                        "pretrain 1e-2, Adafactor's relative rate)")
     g.add_argument("--epochs", type=float, default=1.0)
     g.add_argument("--max-steps", type=int, default=None, help="stop after N optimiser steps (overrides --epochs)")
     g.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimiser step")
     g.add_argument("--warmup-steps", type=int, default=0)
     g.add_argument("--lr-schedule", default="linear", choices=("linear", "cosine"))
+    g.add_argument("--optimizer", default=None, choices=("adamw", "adafactor"),
+                   help="default: adamw for full and lora; adafactor, T5's own, for pretrain (its step is relative "
+                        "to each weight's RMS; train_loop/step.py)")
     g.add_argument("--weight-decay", type=float, default=0.01)
     g.add_argument("--adam-beta1", type=float, default=0.9)
     g.add_argument("--adam-beta2", type=float, default=0.999)

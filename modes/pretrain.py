@@ -29,7 +29,8 @@ from modes.train_config import data_config, train_config
 from train_loop.data import check_batch_split
 from train_loop.loop import LOG_FILE, TrainConfig, read_log, train
 
-DEFAULT_LR = 1e-3
+DEFAULT_OPTIMIZER = "adafactor"  # T5's and FLAN-T5's (train_loop/step.py says why AdamW suits T5's init badly)
+DEFAULT_LR = {"adafactor": 1e-2, "adamw": 1e-3}  # Adafactor's rate is relative: times each weight's RMS
 HELD_OUT = 256  # train dialogues kept out of the stream for the validation loss, unless --max-val-samples says
 
 
@@ -66,7 +67,7 @@ def config_from_args(args) -> PretrainRun:
     device = resolve_device(args.device)
     precision, precision_reason = choose_precision(args.precision, device)
     return PretrainRun(args.model, data, args.max_val_samples or HELD_OUT, args.batch_size,
-                       train_config(args, args.lr or DEFAULT_LR, precision), Path(args.output_dir or "runs/pretrain"),
+                       train_config(args, args.lr or DEFAULT_LR[args.optimizer or DEFAULT_OPTIMIZER], precision, DEFAULT_OPTIMIZER), Path(args.output_dir or "runs/pretrain"),
                        args.overwrite, args.resume, device.type, precision_reason, args.cpu_kernels)
 
 

@@ -108,10 +108,10 @@ def data_config(args) -> DataConfig:
     return data
 
 
-def train_config(args, lr: float, precision: str) -> TrainConfig:
+def train_config(args, lr: float, precision: str, optimizer: str = "adamw") -> TrainConfig:
     optim = OptimConfig(lr=lr, weight_decay=args.weight_decay, betas=(args.adam_beta1, args.adam_beta2),
                         eps=args.adam_eps, warmup_steps=args.warmup_steps, schedule=args.lr_schedule,
-                        loraplus_lr_ratio=args.loraplus_lr_ratio)
+                        loraplus_lr_ratio=args.loraplus_lr_ratio, optimizer=args.optimizer or optimizer)
     return TrainConfig(optim, args.epochs, args.max_steps, args.grad_accum, args.max_grad_norm, args.eval_every,
                        args.save_every, precision, select_by=args.select_by, patience=args.early_stopping_patience)
 

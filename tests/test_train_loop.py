@@ -42,6 +42,36 @@ def test_schedule_matches_transformers_at_every_step(schedule, reference):
     assert ours[0] == 0.0 and max(ours) == 0.5 and ours[20] == 0.0  # starts at 0, peaks after warmup, ends at 0
 
 
+def test_adafactor_moves_each_weight_by_the_same_share_of_its_scale_and_adamw_does_not():
+    """Why pretraining uses Adafactor: T5's embedding starts at std 1 and its q at std (d_model d_kv)^-1/2. One step
+    on the same gradient: Adafactor changes both by about the same share of their RMS, AdamW by about lr each, so
+    ~100 times more of q than of the embedding."""
+    def relative_steps(optimizer):
+        torch.manual_seed(0)
+        model = torch.nn.Module()
+        model.embedding = torch.nn.Parameter(torch.randn(64, 32))          # std 1
+        model.q = torch.nn.Parameter(torch.randn(32, 32) * 0.01)           # std 0.01
+        before = [p.detach().clone() for p in (model.embedding, model.q)]
+        opt = build_optimizer(model, OptimConfig(lr=1e-2, optimizer=optimizer), CPU)
+        for p in (model.embedding, model.q):
+            p.grad = torch.randn_like(p)
+        opt.step()
+        return [((p - b).pow(2).mean() / b.pow(2).mean()).sqrt().item()
+                for p, b in zip((model.embedding, model.q), before)]
+
+    embedding, q = relative_steps("adafactor")
+    assert embedding == pytest.approx(1e-2, rel=0.3) and q == pytest.approx(1e-2, rel=0.3)
+    embedding, q = relative_steps("adamw")
+    assert q / embedding > 50
+
+
+def test_an_unknown_optimizer_and_loraplus_with_adafactor_are_refused():
+    with pytest.raises(ValueError, match="--optimizer 'sgd'"):
+        OptimConfig(lr=1e-3, optimizer="sgd")
+    with pytest.raises(ValueError, match="--loraplus-lr-ratio"):
+        OptimConfig(lr=1e-3, optimizer="adafactor", loraplus_lr_ratio=16)
+
+
 def test_frozen_weights_get_no_gradients_and_no_optimiser_state(tmp_path):
     """LoRA mode's promise, with a stand-in: everything frozen but the attention q/v weights."""
     model = tiny_model()

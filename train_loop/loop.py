@@ -191,6 +191,25 @@ def validation_loss(model, batches: list[Batch], precision: str, device: torch.d
     return processes.sum(total).item() / max(1, processes.total(count))
 
 
+def keep_if_best(progress: Progress, val: float, scores: dict[str, float], config: TrainConfig, total: int,
+                 save_best: Callable[[], None]) -> dict:
+    """Book one validation in `progress` (the loss, and ROUGE's `scores` when selecting by them); `save_best()` when
+    it is the best so far by `config.select_by`, else count towards early stopping. Returns its log record."""
+    progress.val_losses.append([progress.step, val])
+    record = {"step": progress.step, "val_loss": val, **{f"val_{name}": f for name, f in scores.items()}}
+    score = record[f"val_{config.select_by}"]
+    if progress.best_score is None or (score < progress.best_score if config.select_by == "loss"
+                                       else score > progress.best_score):
+        progress.best_val_loss, progress.best_step, progress.best_score = val, progress.step, score
+        progress.validations_since_best = 0
+        save_best()
+    else:
+        progress.validations_since_best += 1
+        progress.stopped_early = (0 < config.patience <= progress.validations_since_best
+                                  and progress.step < total)  # stopped before the last step
+    return record
+
+
 def train(model, batches_for_epoch: Callable[[int], list[Batch]], config: TrainConfig, device: torch.device,
           folder: Path | None = None, val_batches: list[Batch] = (), resume: bool = False,
           fingerprint: dict | None = None, processes=ONE_PROCESS,
@@ -263,23 +282,12 @@ def train(model, batches_for_epoch: Callable[[int], list[Batch]], config: TrainC
             last = progress.step == total
             if val_batches and (epoch_end or last or (config.eval_every and progress.step % config.eval_every == 0)):
                 val = validation_loss(model, val_batches, config.precision, device, forward, processes)
-                progress.val_losses.append([progress.step, val])
-                record = {"step": progress.step, "val_loss": val}
+                scores = {}
                 if config.select_by != "loss":
-                    record.update({f"val_{name}": f for name, f in val_rouge(model).items()})
+                    scores = val_rouge(model)
                     model.train()  # generating switched dropout off
-                log.write(record)
-                score = record[f"val_{config.select_by}"]
-                if progress.best_score is None or (score < progress.best_score if config.select_by == "loss"
-                                                   else score > progress.best_score):
-                    progress.best_val_loss, progress.best_step, progress.best_score = val, progress.step, score
-                    progress.validations_since_best = 0
-                    if folder is not None:
-                        store.save_best(folder, model)
-                else:
-                    progress.validations_since_best += 1
-                    progress.stopped_early = (0 < config.patience <= progress.validations_since_best
-                                              and progress.step < total)  # stopped before the last step
+                log.write(keep_if_best(progress, val, scores, config, total, lambda: store.save_best(folder, model)
+                                       if folder is not None else None))
             progress.train_seconds += time.perf_counter() - tick
             if folder is not None and (last or stop.requested or progress.stopped_early or
                                        (config.save_every and progress.step % config.save_every == 0)):

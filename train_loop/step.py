@@ -16,7 +16,10 @@ label tokens' decoder states onto the 32,128-word vocabulary, not the padding: t
 
 AdamW (`Trainer.create_optimizer`), decoupled (Loshchilov & Hutter 2019): weight decay for every trainable parameter
 but biases and normalisation weights (`Trainer.get_decay_parameter_names`); frozen parameters get no optimiser
-state (in LoRA all but A and B). The schedule is `get_linear_schedule_with_warmup` (0 up to the peak over the
+state (in LoRA all but A and B). Or T5's own optimiser, Adafactor (Shazeer & Stern 2018; transformers' `Adafactor`,
+`optim="adafactor"` in the Trainer), which pretraining uses: its step is relative to each weight matrix's RMS, so
+T5's embeddings (std 1) and its query weights (std (d_model d_kv)^-1/2, ~0.009 in the baby model) change by the same
+share per step; AdamW moves both by ~lr, 100 times more of q than of the embedding (docs/pretraining.md). The schedule is `get_linear_schedule_with_warmup` (0 up to the peak over the
 warmup steps, then linearly down to 0) or its cosine twin, stepped once per optimiser step.
 
 `processes` is loop.py's `OneProcess` (every collective the identity) or, under torchrun, distributed.py's
@@ -123,6 +126,7 @@ def apply_update(optimizer, scheduler, scaler) -> bool:
 # Trainer.get_decay_parameter_names, transformers 5.23 (matched on the lower-cased full parameter name).
 NO_DECAY_PATTERNS = (r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)")
 SCHEDULES = ("linear", "cosine")
+OPTIMIZERS = ("adamw", "adafactor")
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,7 @@ class OptimConfig:
     warmup_steps: int = 0
     schedule: str = "linear"
     loraplus_lr_ratio: float | None = None  # LoRA+: B's rate this many times A's (lora/loraplus.py)
+    optimizer: str = "adamw"                # or "adafactor": steps relative to each parameter's RMS
 
     def __post_init__(self):
         if not self.lr > 0:
@@ -148,6 +153,10 @@ class OptimConfig:
             raise ValueError(f"--warmup-steps {self.warmup_steps}: must be >= 0")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"--lr-schedule {self.schedule!r}: expected one of {', '.join(SCHEDULES)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"--optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
+        if self.optimizer == "adafactor" and self.loraplus_lr_ratio is not None:
+            raise ValueError("--loraplus-lr-ratio sets AdamW's rates per group: use it with --optimizer adamw")
         if self.loraplus_lr_ratio is not None and not self.loraplus_lr_ratio > 0:
             raise ValueError(f"--loraplus-lr-ratio {self.loraplus_lr_ratio}: lambda = lr_B / lr_A must be positive "
                              "(the LoRA+ paper uses 16; 1 is plain LoRA)")
@@ -169,10 +178,12 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def build_optimizer(model: nn.Module, config: OptimConfig, device: torch.device) -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, config: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
     """AdamW as one fused kernel (the Trainer's default, `adamw_torch_fused`): one pass over each parameter,
     gradient and moment; on flan-t5-small, one CPU thread, 0.15 s an update against 0.8 s `foreach` (bench/RESULTS.md).
-    With `loraplus_lr_ratio`, LoRA+'s groups instead (lora/loraplus.py, peft's `create_loraplus_optimizer`)."""
+    With `loraplus_lr_ratio`, LoRA+'s groups instead (lora/loraplus.py, peft's `create_loraplus_optimizer`).
+    With `optimizer="adafactor"`, transformers' Adafactor as T5 was pretrained with it: `lr` times the parameter's
+    RMS (scale_parameter), no momentum, the update clipped to RMS 1; the schedule below still sets `lr`."""
     if config.loraplus_lr_ratio is not None:
         from lora.loraplus import loraplus_groups
 
@@ -181,6 +192,10 @@ def build_optimizer(model: nn.Module, config: OptimConfig, device: torch.device)
         groups = parameter_groups(model, config.weight_decay)
     if not any(group["params"] for group in groups):
         raise ValueError("the model has no trainable parameters (did LoRA injection freeze everything?)")
+    if config.optimizer == "adafactor":
+        from transformers.optimization import Adafactor
+
+        return Adafactor(groups, lr=config.lr, scale_parameter=True, relative_step=False, warmup_init=False)
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps, fused=True)
 
 
