@@ -4,7 +4,9 @@
 
 The work: the first steps x batch examples of pretraining's epoch 0 (pretrain/mixture.py: span corruption and
 instructions from DialogSum's train dialogues), the architecture of `--model` (default models/baby-flan-t5) with
-random weights and dropout off, as `--mode pretrain` builds it; AdamW, lr 1.5e-3, batch 16, in `--precision`
+random weights and dropout off, as `--mode pretrain` builds it; AdamW, lr 1.5e-3 on both sides (`--mode pretrain`
+now defaults to Adafactor, which the Trainer's `optim="adafactor"` runs without its parameter scaling, so the two
+would not do the same arithmetic; this measures the loops, not the optimisers), batch 16, in `--precision`
 (auto: bf16 only where the device computes it natively). Each side runs in a fresh process, the sides interleaved
 `--repeats` times; throughput = real (non-padding) input + label tokens of the timed steps / their seconds.
 * ours: train_loop.loop.train on pretraining_batches (length-grouped, padded per batch), cpu_speed on CPU;

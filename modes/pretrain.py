@@ -31,6 +31,7 @@ from train_loop.loop import LOG_FILE, TrainConfig, read_log, train
 
 DEFAULT_OPTIMIZER = "adafactor"  # T5's and FLAN-T5's (train_loop/step.py says why AdamW suits T5's init badly)
 DEFAULT_LR = {"adafactor": 1e-2, "adamw": 1e-3}  # Adafactor's rate is relative: times each weight's RMS
+OPTIMIZER_NAMES = {"adafactor": "Adafactor", "adamw": "AdamW"}
 HELD_OUT = 256  # train dialogues kept out of the stream for the validation loss, unless --max-val-samples says
 
 
@@ -156,7 +157,7 @@ head), FLAN-T5's tokenizer, {info['total_params']:,} parameters, stored in bf16.
 | --- | --- |
 | command | `{info['command']}` |
 | data | DialogSum train: {info['train_dialogues']:,} dialogues, each epoch one span-corruption example (15% of tokens, mean span 3) and one instruction (topic, speaker, continuation) per dialogue; {info['held_out']} held out for the validation loss. No summary of any split, no validation or test dialogue |
-| steps | {info['steps']:,} of batch {info['batch_size']} ({info['epochs']} epochs), lr {optim['lr']:g}, {optim['warmup_steps']} warmup steps, {optim['schedule']} schedule, AdamW, seed {info['data']['seed']} |
+| steps | {info['steps']:,} of batch {info['batch_size']} ({info['epochs']} epochs), lr {optim['lr']:g}, {optim['warmup_steps']} warmup steps, {optim['schedule']} schedule, {OPTIMIZER_NAMES[optim['optimizer']]}, seed {info['data']['seed']} |
 | tokens | {info['tokens']:,} (inputs + labels, no padding), {info['tokens_per_s']:,.0f} per second |
 | time | {minutes:.1f} minutes of training |
 | machine | {info['machine']}; {info['train']['precision']} ({info['precision_reason']}) |
