@@ -1,6 +1,6 @@
 """The model this repository ships (models/baby-flan-t5/) and proof that fine-tuning it *works*: a short LoRA run
 and a short full run each lower the validation loss, and the full run raises ROUGE over the model's own zero-shot
-summaries of the same test dialogues; its greedy summaries are pinned, so generation cannot change silently; `--adapter`
+summaries of the same test dialogues with summaries that depend on their dialogue; its greedy summaries are pinned, so generation cannot change silently; `--adapter`
 gives back the LoRA run's summaries. Everything reads the repository only: a bare clone runs it offline."""
 import csv
 import hashlib
@@ -67,13 +67,18 @@ def test_fine_tuning_lowers_the_validation_loss(runs, mode):
 
 
 def test_full_fine_tuning_raises_rouge_over_zero_shot(runs):
-    """Full fine-tuning raises ROUGE over zero-shot: it learns what DialogSum's summaries look like. On this model
-    that is all it learns: its summaries hardly depend on the dialogue (the report's "owed to the dialogue" stays
-    near 0; docs/pretraining.md), so this pins the loop and the scoring, not summarisation. LoRA on q, v does not
-    even learn the style in a short run (README); its validation loss still falls, above."""
     full, zero = runs["full"], runs["zero-shot"]
     assert full["rouge1"] > zero["rouge1"] + 0.03 and full["rouge2"] > zero["rouge2"] + 0.01, (full, zero)
-    # (after 150 steps every summary still repeats a phrase somewhere; after the study's 500, none does: README)
+
+
+def test_full_fine_tuning_writes_each_dialogue_its_own_summary(runs):
+    """What ROUGE alone cannot show: the summaries are about their dialogue. Most are distinct, and they score
+    higher against their own dialogue's references than against another's (`unpaired`, eval/evaluate.py). The
+    first shipped model (AdamW-pretrained) failed both: 3 distinct summaries of 500, -0.14 ROUGE-1 owed to the
+    dialogue (docs/pretraining.md)."""
+    full = runs["full"]
+    assert full["distinct_share"] >= 0.5, full["distinct_share"]
+    assert full["rouge1"] > full["unpaired"]["rouge1"] + 0.01, (full["rouge1"], full["unpaired"])
 
 
 def test_lora_trains_a_small_share_of_the_parameters(runs):
