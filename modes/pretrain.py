@@ -140,6 +140,7 @@ def run(config: PretrainRun) -> dict:
 
 def save_bf16(model, tokenizer, folder: Path) -> str:
     """`save_pretrained` in bf16 and the tokenizer beside it; returns the weights' sha256."""
+    model.config.tie_word_embeddings = False  # the head is its own (build_from_config): say so, or loaders warn
     model.to(torch.bfloat16).save_pretrained(folder)
     model.float()
     tokenizer.save_pretrained(folder)
