@@ -67,8 +67,10 @@ def config_from_args(args) -> PretrainRun:
     check_batch_split(args.batch_size, 1)
     device = resolve_device(args.device)
     precision, precision_reason = choose_precision(args.precision, device)
+    optimizer = args.optimizer or DEFAULT_OPTIMIZER
     return PretrainRun(args.model, data, args.max_val_samples or HELD_OUT, args.batch_size,
-                       train_config(args, args.lr or DEFAULT_LR[args.optimizer or DEFAULT_OPTIMIZER], precision, DEFAULT_OPTIMIZER), Path(args.output_dir or "runs/pretrain"),
+                       train_config(args, args.lr or DEFAULT_LR[optimizer], precision, optimizer),
+                       Path(args.output_dir or "runs/pretrain"),
                        args.overwrite, args.resume, device.type, precision_reason, args.cpu_kernels)
 
 
