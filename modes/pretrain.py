@@ -142,7 +142,10 @@ def run(config: PretrainRun) -> dict:
 
 def save_bf16(model, tokenizer, folder: Path) -> str:
     """`save_pretrained` in bf16 and the tokenizer beside it; returns the weights' sha256."""
-    model.config.tie_word_embeddings = False  # the head is its own (build_from_config): say so, or loaders warn
+    # The head is its own (build_from_config): config.json says so, as FLAN-T5's does, which is what tells
+    # model/load.py to keep it untied. transformers 5's T5Config forces True on load whatever the file says, and then
+    # warns that the checkpoint's shared.weight and lm_head.weight differ and leaves them untied, as for FLAN-T5 itself.
+    model.config.tie_word_embeddings = False
     model.to(torch.bfloat16).save_pretrained(folder)
     model.float()
     tokenizer.save_pretrained(folder)
