@@ -1,7 +1,7 @@
 """The model this repository ships (models/baby-flan-t5/) and proof that fine-tuning it *works*: a short LoRA run
-and a short full run each lower the validation loss, and the full run raises ROUGE over the model's own zero-shot
-summaries of the same test dialogues with summaries that depend on their dialogue; its greedy summaries are pinned, so generation cannot change silently; `--adapter`
-gives back the LoRA run's summaries. Everything reads the repository only: a bare clone runs it offline."""
+and a short full run each lower the validation loss and raise ROUGE over the model's own zero-shot summaries of the
+same test dialogues, the full run with summaries that depend on their dialogue; its greedy summaries are pinned, so
+generation cannot change silently; `--adapter` gives back the LoRA run's summaries. Everything reads the repository only: a bare clone runs it offline."""
 import csv
 import hashlib
 import json
@@ -66,9 +66,11 @@ def test_fine_tuning_lowers_the_validation_loss(runs, mode):
     assert runs[mode]["best_val_loss"] < before - 0.3, (before, runs[mode]["best_val_loss"])
 
 
-def test_full_fine_tuning_raises_rouge_over_zero_shot(runs):
-    full, zero = runs["full"], runs["zero-shot"]
-    assert full["rouge1"] > zero["rouge1"] + 0.03 and full["rouge2"] > zero["rouge2"] + 0.01, (full, zero)
+# ROUGE-1 / ROUGE-2 above zero-shot's (0.179 / 0.010 on these 24 dialogues): LoRA after 40 steps 0.199 / 0.031
+@pytest.mark.parametrize("mode, margin", [("lora", 0.01), ("full", 0.03)])
+def test_fine_tuning_raises_rouge_over_zero_shot(runs, mode, margin):
+    tuned, zero = runs[mode], runs["zero-shot"]
+    assert tuned["rouge1"] > zero["rouge1"] + margin and tuned["rouge2"] > zero["rouge2"] + 0.01, (tuned, zero)
 
 
 def test_full_fine_tuning_writes_each_dialogue_its_own_summary(runs):
