@@ -1,7 +1,8 @@
 """The model this repository ships (models/baby-flan-t5/) and proof that fine-tuning it *works*: a short LoRA run
 and a short full run each lower the validation loss and raise ROUGE over the model's own zero-shot summaries of the
 same test dialogues, the full run with summaries that depend on their dialogue; its greedy summaries are pinned, so
-generation cannot change silently; `--adapter` gives back the LoRA run's summaries. Everything reads the repository only: a bare clone runs it offline."""
+generation cannot change silently; `--adapter` gives back the LoRA run's summaries. Everything reads the
+repository only: a bare clone runs it offline."""
 import csv
 import hashlib
 import json
