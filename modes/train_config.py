@@ -108,10 +108,12 @@ def data_config(args) -> DataConfig:
     return data
 
 
-def train_config(args, lr: float, precision: str, optimizer: str = "adamw") -> TrainConfig:
+def train_config(args, lr: float, precision: str, optimizer: str) -> TrainConfig:
+    """The loop's configuration from the flags; `lr` and `optimizer` as the mode resolved them (--lr, --optimizer
+    or the mode's defaults)."""
     optim = OptimConfig(lr=lr, weight_decay=args.weight_decay, betas=(args.adam_beta1, args.adam_beta2),
                         eps=args.adam_eps, warmup_steps=args.warmup_steps, schedule=args.lr_schedule,
-                        loraplus_lr_ratio=args.loraplus_lr_ratio, optimizer=args.optimizer or optimizer)
+                        loraplus_lr_ratio=args.loraplus_lr_ratio, optimizer=optimizer)
     return TrainConfig(optim, args.epochs, args.max_steps, args.grad_accum, args.max_grad_norm, args.eval_every,
                        args.save_every, precision, select_by=args.select_by, patience=args.early_stopping_patience)
 
@@ -145,8 +147,8 @@ def config_from_args(args, mode: str | None = None, output_dir: Path | None = No
     width = model_width(args.model) if mode == "full" or is_local(args.model) else 512
     lr = args.lr if args.lr is not None else default_lr(mode, width)
     return TrainRun(mode, args.model, args.random_init, args.seed, data, args.batch_size,
-                    train_config(args, lr, precision), args.lr is None, lora if mode == "lora" else None, prompt,
-                    generation,
+                    train_config(args, lr, precision, args.optimizer or "adamw"), args.lr is None,
+                    lora if mode == "lora" else None, prompt, generation,
                     args.stemmer, args.merge, Path(output_dir or args.output_dir or Path("runs") / mode),
                     args.overwrite, args.resume, device.type, precision_reason, processes, args.fsdp, args.cpu_kernels,
                     args.quantize_base, args.nf4_double_quant, snapshots)

@@ -19,8 +19,9 @@ but biases and normalisation weights (`Trainer.get_decay_parameter_names`); froz
 state (in LoRA all but A and B). Or T5's own optimiser, Adafactor (Shazeer & Stern 2018; transformers' `Adafactor`,
 `optim="adafactor"` in the Trainer), which pretraining uses: its step is relative to each weight matrix's RMS, so
 T5's embeddings (std 1) and its query weights (std (d_model d_kv)^-1/2, ~0.009 in the baby model) change by the same
-share per step; AdamW moves both by ~lr, 100 times more of q than of the embedding (docs/pretraining.md). The schedule is `get_linear_schedule_with_warmup` (0 up to the peak over the
-warmup steps, then linearly down to 0) or its cosine twin, stepped once per optimiser step.
+share per step; AdamW moves both by ~lr, 100 times more of q than of the embedding (docs/pretraining.md). The
+schedule is `get_linear_schedule_with_warmup` (0 up to the peak over the warmup steps, then linearly down to 0) or
+its cosine twin, stepped once per optimiser step.
 
 `processes` is loop.py's `OneProcess` (every collective the identity) or, under torchrun, distributed.py's
 `Parallel`: its `total`, `gradient_sync`, `sum` and `plain` and the loss times `world_size` are all that several
